@@ -1,0 +1,132 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"mime"
+	"net/http"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/jethook/jethook/orders/internal/order"
+	"github.com/jethook/jethook/shared/event"
+	"github.com/jethook/jethook/shared/problem"
+)
+
+// MaxBodyBytes bounds a POST /orders body; an order is a few hundred bytes.
+const MaxBodyBytes = 64 << 10
+
+// MaxIdempotencyKeyLen bounds the Idempotency-Key header.
+const MaxIdempotencyKeyLen = 255
+
+// Handler serves the orders API.
+type Handler struct {
+	// Service is nil until NATS is provisioned; until then every request
+	// answers 503.
+	Service atomic.Pointer[order.Service]
+	Logger  *slog.Logger
+	// Timeout bounds each request's work against NATS, so a NATS outage
+	// yields a 503 and never a hung request.
+	Timeout time.Duration
+}
+
+// Register adds the routes to app.
+func (h *Handler) Register(app *fiber.App) {
+	app.Post("/orders", h.create)
+	app.Get("/orders/:id", h.get)
+}
+
+func (h *Handler) create(c *fiber.Ctx) error {
+	start := time.Now()
+	if err := requireJSON(c); err != nil {
+		return err
+	}
+	key := c.Get("Idempotency-Key")
+	if len(key) > MaxIdempotencyKeyLen || !utf8.ValidString(key) {
+		return problem.Invalid(map[string]string{"Idempotency-Key": "must be at most 255 bytes of UTF-8"})
+	}
+	req, err := order.ParseRequest(c.Body())
+	if err != nil {
+		return decodeProblem(err)
+	}
+	svc, err := h.service()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(c.UserContext(), h.Timeout)
+	defer cancel()
+	o, replayed, err := svc.Create(ctx, req, key)
+	if err != nil {
+		return serviceProblem(err)
+	}
+	h.Logger.Info("order created", "order_id", o.OrderID, "event_id", o.EventID, "replayed", replayed,
+		"amount_minor", o.AmountMinor, "currency", o.Currency, "duration_ms", time.Since(start).Milliseconds())
+	if replayed {
+		c.Set("Idempotent-Replayed", "true")
+	}
+	c.Location("/orders/" + o.OrderID)
+	return c.Status(http.StatusCreated).JSON(view(o))
+}
+
+func (h *Handler) get(c *fiber.Ctx) error {
+	svc, err := h.service()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(c.UserContext(), h.Timeout)
+	defer cancel()
+	o, err := svc.Get(ctx, c.Params("id"))
+	if err != nil {
+		return serviceProblem(err)
+	}
+	return c.JSON(view(o))
+}
+
+func (h *Handler) service() (*order.Service, error) {
+	if svc := h.Service.Load(); svc != nil {
+		return svc, nil
+	}
+	return nil, problem.New(http.StatusServiceUnavailable, "not ready: NATS is not provisioned yet")
+}
+
+// view drops what the API does not show.
+func view(o order.Order) order.Order {
+	o.Fingerprint = ""
+	return o
+}
+
+func requireJSON(c *fiber.Ctx) error {
+	mt, _, err := mime.ParseMediaType(c.Get(fiber.HeaderContentType))
+	if err != nil || mt != fiber.MIMEApplicationJSON {
+		return problem.New(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+	}
+	return nil
+}
+
+func decodeProblem(err error) error {
+	var se *event.SyntaxError
+	var ve *event.ValidationError
+	switch {
+	case errors.As(err, &se):
+		return problem.New(http.StatusBadRequest, se.Error())
+	case errors.As(err, &ve):
+		return problem.Invalid(ve.Fields)
+	}
+	return err
+}
+
+func serviceProblem(err error) error {
+	switch {
+	case errors.Is(err, order.ErrNotFound):
+		return problem.New(http.StatusNotFound, "no order with this id")
+	case errors.Is(err, order.ErrKeyReused):
+		return problem.New(http.StatusConflict, "this Idempotency-Key was used with a different request body")
+	case errors.Is(err, order.ErrUnavailable):
+		return problem.New(http.StatusServiceUnavailable, "the event store is unavailable; retry with the same Idempotency-Key")
+	}
+	return err
+}

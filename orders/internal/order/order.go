@@ -1,0 +1,48 @@
+package order
+
+import (
+	"time"
+
+	"github.com/jethook/jethook/shared/event"
+)
+
+// Status of an order. An order is pending from the moment its ids are fixed
+// until its order.paid event is durably in the ORDERS stream.
+const (
+	StatusPending = "pending"
+	StatusPaid    = "paid"
+)
+
+// Order is what the API returns and what the orders bucket stores.
+type Order struct {
+	OrderID       string    `json:"order_id"`
+	Status        string    `json:"status"`
+	EventID       string    `json:"event_id"`
+	CustomerEmail string    `json:"customer_email"`
+	ProductName   string    `json:"product_name"`
+	Quantity      int64     `json:"quantity"`
+	AmountMinor   int64     `json:"amount_minor"`
+	Currency      string    `json:"currency"`
+	CreatedAt     time.Time `json:"created_at"`
+	// Fingerprint ties the order to the request that created it; it is not
+	// part of the API answer.
+	Fingerprint string `json:"fingerprint,omitempty"`
+}
+
+// Event returns the order.paid event of the order. It depends only on what
+// was fixed at creation, so every retry publishes identical bytes.
+func (o Order) Event() event.OrderPaid {
+	return event.OrderPaid{
+		ID:        o.EventID,
+		Type:      event.TypeOrderPaid,
+		Timestamp: o.CreatedAt,
+		Data: event.OrderData{
+			OrderID:       o.OrderID,
+			CustomerEmail: o.CustomerEmail,
+			ProductName:   o.ProductName,
+			Quantity:      o.Quantity,
+			AmountMinor:   o.AmountMinor,
+			Currency:      o.Currency,
+		},
+	}
+}

@@ -1,0 +1,162 @@
+package order_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jethook/jethook/orders/internal/order"
+	"github.com/jethook/jethook/orders/internal/store"
+	"github.com/jethook/jethook/shared/event"
+	"github.com/jethook/jethook/shared/natstest"
+	"github.com/jethook/jethook/shared/natsx"
+)
+
+var errCrash = errors.New("simulated crash")
+
+// crashAfterPublish publishes for real, then fails as a process killed
+// right after the PubAck (before the order record is written) would.
+type crashAfterPublish struct{ order.EventPublisher }
+
+func (p crashAfterPublish) PublishOrderPaid(ctx context.Context, e event.OrderPaid) error {
+	if err := p.EventPublisher.PublishOrderPaid(ctx, e); err != nil {
+		return err
+	}
+	return errCrash
+}
+
+// crashOnFirstPut fails the first write of an order, as a crash right after
+// the idempotency key was bound would.
+type crashOnFirstPut struct {
+	order.Store
+	failed bool
+}
+
+func (s *crashOnFirstPut) Put(ctx context.Context, o order.Order) error {
+	if !s.failed {
+		s.failed = true
+		return errCrash
+	}
+	return s.Store.Put(ctx, o)
+}
+
+func setup(t *testing.T, duplicates time.Duration) (*store.JetStream, jetstream.Stream) {
+	t.Helper()
+	ns := natstest.RunServer(t)
+	nc, js := natstest.Connect(t, ns.URL())
+	ctx := context.Background()
+	cfg := natsx.OrdersStream(1)
+	cfg.Duplicates = duplicates
+	if err := natsx.Provision(ctx, js, []jetstream.StreamConfig{cfg},
+		[]jetstream.KeyValueConfig{natsx.OrdersBucket(1), natsx.OrdersIdempotencyBucket(1, time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	orders, _ := js.KeyValue(ctx, natsx.BucketOrders)
+	keys, _ := js.KeyValue(ctx, natsx.BucketOrdersIdempotency)
+	st, err := js.Stream(ctx, natsx.StreamOrders)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store.New(nc, js, orders, keys), st
+}
+
+func request(t *testing.T) order.Request {
+	t.Helper()
+	r, err := order.ParseRequest([]byte(`{"product_name":"Book","quantity":2,"price_per_item":10.5,"customer_email":"ada@example.com"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func msgs(t *testing.T, st jetstream.Stream) uint64 {
+	t.Helper()
+	info, err := st.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+func logger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func TestResumeAfterCrash(t *testing.T) {
+	tests := []struct {
+		name       string
+		duplicates time.Duration
+		// waitPastWindow lets the JetStream duplicate window lapse before the
+		// retry, so only the per-subject expectation can stop a second event.
+		waitPastWindow bool
+		crashStore     bool
+	}{
+		{"crash after PubAck, retry inside the duplicate window", 2 * time.Minute, false, false},
+		{"crash after PubAck, retry after the duplicate window", 200 * time.Millisecond, true, false},
+		{"crash before the order was stored", 2 * time.Minute, false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			js, st := setup(t, tt.duplicates)
+			ctx := context.Background()
+			first := &order.Service{Store: js, Publisher: crashAfterPublish{js}, Payer: order.SimulatedPayer{}, Logger: logger()}
+			wantEvents := uint64(1)
+			if tt.crashStore {
+				first = &order.Service{Store: &crashOnFirstPut{Store: js}, Publisher: js, Payer: order.SimulatedPayer{}, Logger: logger()}
+				wantEvents = 0
+			}
+			if _, _, err := first.Create(ctx, request(t), "key-a"); !errors.Is(err, errCrash) {
+				t.Fatalf("first attempt = %v, want the simulated crash", err)
+			}
+			if n := msgs(t, st); n != wantEvents {
+				t.Fatalf("after the crash ORDERS holds %d events, want %d", n, wantEvents)
+			}
+			if tt.waitPastWindow {
+				time.Sleep(3 * tt.duplicates)
+			}
+			retry := &order.Service{Store: js, Publisher: js, Payer: order.SimulatedPayer{}, Logger: logger()}
+			o, replayed, err := retry.Create(ctx, request(t), "key-a")
+			if err != nil || !replayed || o.Status != order.StatusPaid {
+				t.Fatalf("retry = %+v, replayed=%v, %v", o, replayed, err)
+			}
+			if n := msgs(t, st); n != 1 {
+				t.Fatalf("after the retry ORDERS holds %d events, want exactly 1", n)
+			}
+			m, err := st.GetLastMsgForSubject(ctx, event.Subject(o.OrderID))
+			if err != nil || m.Header.Get("Nats-Msg-Id") != o.EventID {
+				t.Fatalf("event for %s: %v %v", o.OrderID, m, err)
+			}
+			again, _, err := retry.Create(ctx, request(t), "key-a")
+			if err != nil || again.OrderID != o.OrderID || again.EventID != o.EventID {
+				t.Fatalf("third attempt = %+v, %v", again, err)
+			}
+		})
+	}
+}
+
+func TestParseRequestExactMoney(t *testing.T) {
+	tests := []struct {
+		name  string
+		body  string
+		total int64
+	}{
+		{"float trap as number", `{"product_name":"x","quantity":3,"price_per_item":0.1,"customer_email":"a@b.co"}`, 30},
+		{"decimal string", `{"product_name":"x","quantity":1,"price_per_item":"19.99","customer_email":"a@b.co"}`, 1999},
+		{"exponent number", `{"product_name":"x","quantity":1,"price_per_item":1.5e1,"customer_email":"a@b.co"}`, 1500},
+		{"zero-decimal currency", `{"product_name":"x","quantity":2,"price_per_item":500,"customer_email":"a@b.co","currency":"JPY"}`, 1000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := order.ParseRequest([]byte(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.AmountMinor != tt.total {
+				t.Fatalf("amount = %d, want %d", r.AmountMinor, tt.total)
+			}
+		})
+	}
+}

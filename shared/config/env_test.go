@@ -1,0 +1,44 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestEnv(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		wantErr string
+	}{
+		{"defaults", map[string]string{}, ""},
+		{"bad duration", map[string]string{"D": "banana"}, `invalid D="banana"`},
+		{"duration out of range", map[string]string{"D": "0s"}, `invalid D="0s"`},
+		{"bad int", map[string]string{"STREAM_REPLICAS": "two"}, `invalid STREAM_REPLICAS="two"`},
+		{"bad url", map[string]string{"NATS_URL": "http://x:4222"}, `invalid NATS_URL`},
+		{"bad log format", map[string]string{"LOG_FORMAT": "xml"}, `invalid LOG_FORMAT="xml"`},
+		{"bad addr", map[string]string{"A": "8080"}, `invalid A="8080"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := New(func(k string) string { return tt.env[k] })
+			d := e.Duration("D", time.Second, time.Millisecond, time.Hour)
+			c := e.LoadCommon()
+			a := e.Addr("A", "127.0.0.1:8080")
+			err := e.Err()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Err = %v", err)
+				}
+				if d != time.Second || c.NATSURL != "nats://127.0.0.1:4222" || c.StreamReplicas != 1 || c.LogFormat != "json" || a != "127.0.0.1:8080" {
+					t.Fatalf("defaults wrong: %v %+v %v", d, c, a)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Err = %v, want it to contain %q", err, tt.wantErr)
+			}
+		})
+	}
+}

@@ -1,0 +1,137 @@
+package event
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func golden(t testing.TB) []byte {
+	t.Helper()
+	b, err := os.ReadFile("testdata/order_paid.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.TrimSpace(b)
+}
+
+// TestGoldenRoundTrip pins the wire format: the example in testdata decodes
+// and marshals back byte for byte, so a change to field names or order fails.
+func TestGoldenRoundTrip(t *testing.T) {
+	body := golden(t)
+	e, err := Decode(body)
+	if err != nil {
+		t.Fatalf("Decode(golden) = %v", err)
+	}
+	want := OrderPaid{
+		ID: "evt_0193a5b2-7c1e-7d3a-9f00-1b2c3d4e5f60", Type: TypeOrderPaid,
+		Timestamp: time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC),
+		Data: OrderData{OrderID: "0193a5b2-7c1d-7aaa-8bbb-0123456789ab", CustomerEmail: "ada@example.com",
+			ProductName: "Book", Quantity: 2, AmountMinor: 2100, Currency: "USD"},
+	}
+	if e != want {
+		t.Fatalf("Decode(golden) = %+v, want %+v", e, want)
+	}
+	out, err := e.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out, body) {
+		t.Fatalf("Marshal = %s\nwant     %s", out, body)
+	}
+}
+
+func TestNewID(t *testing.T) {
+	a, err := NewID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := NewID()
+	if !ValidEventID(a) || !ValidEventID(b) || a == b {
+		t.Fatalf("NewID gave %q and %q", a, b)
+	}
+	if !strings.HasPrefix(a, "evt_") || a[4+14] != '7' {
+		t.Fatalf("NewID %q is not evt_ + UUIDv7", a)
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	valid := string(golden(t))
+	tests := []struct {
+		name      string
+		body      string
+		syntax    bool
+		wantField string
+	}{
+		{"empty", ``, true, ""},
+		{"truncated", valid[:40], true, ""},
+		{"trailing garbage", valid + `x`, true, ""},
+		{"two objects", valid + valid, true, ""},
+		{"array", `[]`, true, ""},
+		{"invalid utf-8", "{\"id\":\"\xff\"}", true, ""},
+		{"wrong type for quantity", strings.Replace(valid, `"quantity":2`, `"quantity":"2"`, 1), false, "data.quantity"},
+		{"float quantity", strings.Replace(valid, `"quantity":2`, `"quantity":2.5`, 1), false, "data.quantity"},
+		{"huge quantity", strings.Replace(valid, `"quantity":2`, `"quantity":99999999999999999999`, 1), false, "data.quantity"},
+		{"zero quantity", strings.Replace(valid, `"quantity":2`, `"quantity":0`, 1), false, "data.quantity"},
+		{"bad timestamp", strings.Replace(valid, `2026-11-28T10:00:00Z`, `yesterday`, 1), false, "timestamp"},
+		{"wrong type", strings.Replace(valid, `order.paid`, `order.refunded`, 1), false, "type"},
+		{"bad id", strings.Replace(valid, `evt_0193a5b2`, `evt_x193a5b2`, 1), false, "id"},
+		{"bad email", strings.Replace(valid, `ada@example.com`, `ada`, 1), false, "data.customer_email"},
+		{"bad currency", strings.Replace(valid, `"USD"`, `"usd"`, 1), false, "data.currency"},
+		{"negative amount", strings.Replace(valid, `2100`, `-1`, 1), false, "data.amount_minor"},
+		{"order id with dot", strings.Replace(valid, `0193a5b2-7c1d`, `0193a5b2.7c1d`, 1), false, "data.order_id"},
+		{"missing data", `{"id":"evt_0193a5b2-7c1e-7d3a-9f00-1b2c3d4e5f60","type":"order.paid","timestamp":"2026-11-28T10:00:00Z"}`, false, "data.order_id"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Decode([]byte(tt.body))
+			var se *SyntaxError
+			var ve *ValidationError
+			switch {
+			case tt.syntax:
+				if !errors.As(err, &se) {
+					t.Fatalf("Decode = %v, want SyntaxError", err)
+				}
+			default:
+				if !errors.As(err, &ve) {
+					t.Fatalf("Decode = %v, want ValidationError", err)
+				}
+				if _, ok := ve.Fields[tt.wantField]; !ok {
+					t.Fatalf("ValidationError fields %v lack %q", ve.Fields, tt.wantField)
+				}
+			}
+		})
+	}
+}
+
+// TestDecodeToleratesNewOptionalFields keeps the contract open to additive
+// versions: a receiver must accept fields it does not know yet.
+func TestDecodeToleratesNewOptionalFields(t *testing.T) {
+	body := strings.Replace(string(golden(t)), `"currency":"USD"`, `"currency":"USD","coupon":"X"`, 1)
+	if _, err := Decode([]byte(body)); err != nil {
+		t.Fatalf("Decode with an extra field = %v", err)
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add(golden(f))
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"data":{"quantity":1e400}}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		e, err := Decode(body)
+		if err != nil {
+			var se *SyntaxError
+			var ve *ValidationError
+			if !errors.As(err, &se) && !errors.As(err, &ve) {
+				t.Fatalf("Decode returned an untyped error %T: %v", err, err)
+			}
+			return
+		}
+		if len(e.Validate()) != 0 {
+			t.Fatalf("Decode accepted an invalid event: %v", e.Validate())
+		}
+	})
+}
