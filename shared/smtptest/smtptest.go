@@ -1,0 +1,149 @@
+// Package smtptest runs a real SMTP server on 127.0.0.1 for tests: it
+// records every message it accepts and can be told to refuse for a while.
+package smtptest
+
+import (
+	"bytes"
+	"io"
+	"log"
+	"net"
+	"net/mail"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// Message is one accepted email.
+type Message struct {
+	From     string
+	To       []string
+	Header   mail.Header
+	Body     string
+	Data     []byte // the message as transmitted
+	Received time.Time
+}
+
+// Server is an in-process SMTP server.
+type Server struct {
+	Addr string
+
+	srv *smtp.Server
+
+	mu       sync.Mutex
+	messages []Message
+	refuse   int // how many more messages to refuse with 451
+	refused  int
+	attempts int
+	onData   func(attempt int)
+}
+
+// Start listens on a random 127.0.0.1 port and stops when the test ends.
+func Start(tb testing.TB) *Server {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := &Server{Addr: ln.Addr().String()}
+	s.srv = smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
+		return &session{s: s}, nil
+	}))
+	s.srv.Domain = "localhost"
+	s.srv.AllowInsecureAuth = true
+	s.srv.ReadTimeout = 10 * time.Second
+	s.srv.WriteTimeout = 10 * time.Second
+	s.srv.MaxMessageBytes = 1 << 20
+	s.srv.MaxRecipients = 10
+	s.srv.ErrorLog = log.New(io.Discard, "", 0)
+	go func() { _ = s.srv.Serve(ln) }()
+	tb.Cleanup(func() { _ = s.srv.Close() })
+	return s
+}
+
+// Refuse makes the server answer the next n messages with a temporary
+// failure (451), as a mail relay under load does.
+func (s *Server) Refuse(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refuse = n
+}
+
+// Refused returns how many messages were refused so far.
+func (s *Server) Refused() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refused
+}
+
+// OnData sets a function called at the end of every DATA, before the
+// server answers, with the number of the attempt (1, 2, ...).
+func (s *Server) OnData(f func(attempt int)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onData = f
+}
+
+// Attempts is the number of messages transmitted so far, refused or not.
+func (s *Server) Attempts() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.attempts
+}
+
+// Messages returns a copy of what was accepted so far.
+func (s *Server) Messages() []Message {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Message(nil), s.messages...)
+}
+
+type session struct {
+	s    *Server
+	from string
+	to   []string
+}
+
+func (ss *session) Reset()        { ss.from, ss.to = "", nil }
+func (ss *session) Logout() error { return nil }
+
+func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
+	ss.from = from
+	return nil
+}
+
+func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	ss.to = append(ss.to, to)
+	return nil
+}
+
+func (ss *session) Data(r io.Reader) error {
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	s := ss.s
+	s.mu.Lock()
+	s.attempts++
+	attempt, onData := s.attempts, s.onData
+	s.mu.Unlock()
+	if onData != nil {
+		onData(attempt)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.refuse > 0 {
+		s.refuse--
+		s.refused++
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
+	}
+	m := Message{From: ss.from, To: append([]string(nil), ss.to...), Data: raw, Received: time.Now()}
+	if parsed, err := mail.ReadMessage(bytes.NewReader(raw)); err == nil {
+		m.Header = parsed.Header
+		body, _ := io.ReadAll(parsed.Body)
+		m.Body = string(body)
+	}
+	s.messages = append(s.messages, m)
+	return nil
+}
