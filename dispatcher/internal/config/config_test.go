@@ -1,0 +1,143 @@
+package config_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jethook/jethook/dispatcher/internal/config"
+)
+
+const (
+	secretA = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	secretB = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+)
+
+func env(vars map[string]string) func(string) string {
+	return func(name string) string { return vars[name] }
+}
+
+func TestLoadDefaults(t *testing.T) {
+	cfg, err := config.Load(env(map[string]string{"WEBHOOK_SECRET": secretA}))
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	checks := []struct {
+		name string
+		got  any
+		want any
+	}{
+		{"NATSURL", cfg.NATSURL, "nats://127.0.0.1:4222"},
+		{"StreamReplicas", cfg.StreamReplicas, 1},
+		{"LogFormat", cfg.LogFormat, "json"},
+		{"Addr", cfg.Addr, "127.0.0.1:8082"},
+		{"WebhookURL", cfg.WebhookURL, "http://127.0.0.1:8081/webhook/order-paid"},
+		{"Secrets", len(cfg.Secrets), 1},
+		{"RetryBase", cfg.RetryBase, time.Second},
+		{"RetryMax", cfg.RetryMax, time.Hour},
+		{"MaxDeliver", cfg.MaxDeliver, 15},
+		{"HTTPTimeout", cfg.HTTPTimeout, 5 * time.Second},
+		{"Concurrency", cfg.Concurrency, 8},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestLoadValues(t *testing.T) {
+	cfg, err := config.Load(env(map[string]string{
+		"NATS_URL":                 "nats://nats.internal:4222",
+		"STREAM_REPLICAS":          "3",
+		"LOG_FORMAT":               "text",
+		"DISPATCHER_ADDR":          "0.0.0.0:9000",
+		"NOTIFICATION_WEBHOOK_URL": "https://hooks.example.com/in",
+		"WEBHOOK_SECRET":           secretA + ", " + secretB,
+		"RETRY_BASE":               "50ms",
+		"RETRY_MAX":                "50ms",
+		"MAX_DELIVER":              "1",
+		"HTTP_TIMEOUT":             "100ms",
+		"DISPATCH_CONCURRENCY":     "256",
+	}))
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if cfg.NATSURL != "nats://nats.internal:4222" || cfg.StreamReplicas != 3 || cfg.LogFormat != "text" ||
+		cfg.Addr != "0.0.0.0:9000" || cfg.WebhookURL != "https://hooks.example.com/in" || len(cfg.Secrets) != 2 ||
+		cfg.RetryBase != 50*time.Millisecond || cfg.RetryMax != 50*time.Millisecond || cfg.MaxDeliver != 1 ||
+		cfg.HTTPTimeout != 100*time.Millisecond || cfg.Concurrency != 256 {
+		t.Fatalf("Load = %+v", cfg)
+	}
+}
+
+func TestLoadInvalid(t *testing.T) {
+	tests := []struct {
+		name  string
+		vars  map[string]string
+		names string // the variable the error must name
+	}{
+		{"missing secret", map[string]string{}, "WEBHOOK_SECRET"},
+		{"secret without prefix", map[string]string{"WEBHOOK_SECRET": "hunter2-hunter2-hunter2"}, "WEBHOOK_SECRET"},
+		{"second secret broken", map[string]string{"WEBHOOK_SECRET": secretA + ",whsec_!!notbase64!!"}, "WEBHOOK_SECRET"},
+		{"empty secret entry", map[string]string{"WEBHOOK_SECRET": secretA + ",,"}, "WEBHOOK_SECRET"},
+		{"nats url scheme", map[string]string{"NATS_URL": "http://127.0.0.1:4222"}, "NATS_URL"},
+		{"replicas", map[string]string{"STREAM_REPLICAS": "0"}, "STREAM_REPLICAS"},
+		{"log format", map[string]string{"LOG_FORMAT": "xml"}, "LOG_FORMAT"},
+		{"addr", map[string]string{"DISPATCHER_ADDR": "8082"}, "DISPATCHER_ADDR"},
+		{"webhook url scheme", map[string]string{"NOTIFICATION_WEBHOOK_URL": "ftp://example.com/x"}, "NOTIFICATION_WEBHOOK_URL"},
+		{"webhook url relative", map[string]string{"NOTIFICATION_WEBHOOK_URL": "/webhook/order-paid"}, "NOTIFICATION_WEBHOOK_URL"},
+		{"retry base not a duration", map[string]string{"RETRY_BASE": "banana"}, "RETRY_BASE"},
+		{"retry base too small", map[string]string{"RETRY_BASE": "1ms"}, "RETRY_BASE"},
+		{"retry base too large", map[string]string{"RETRY_BASE": "2h", "RETRY_MAX": "3h"}, "RETRY_BASE"},
+		{"retry max not a duration", map[string]string{"RETRY_MAX": "forever"}, "RETRY_MAX"},
+		{"retry max below base", map[string]string{"RETRY_BASE": "2s", "RETRY_MAX": "1s"}, "RETRY_MAX"},
+		{"max deliver zero", map[string]string{"MAX_DELIVER": "0"}, "MAX_DELIVER"},
+		{"max deliver too large", map[string]string{"MAX_DELIVER": "1001"}, "MAX_DELIVER"},
+		{"max deliver not a number", map[string]string{"MAX_DELIVER": "ten"}, "MAX_DELIVER"},
+		{"http timeout too small", map[string]string{"HTTP_TIMEOUT": "10ms"}, "HTTP_TIMEOUT"},
+		{"http timeout too large", map[string]string{"HTTP_TIMEOUT": "6m"}, "HTTP_TIMEOUT"},
+		{"concurrency zero", map[string]string{"DISPATCH_CONCURRENCY": "0"}, "DISPATCH_CONCURRENCY"},
+		{"concurrency too large", map[string]string{"DISPATCH_CONCURRENCY": "257"}, "DISPATCH_CONCURRENCY"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, ok := tt.vars["WEBHOOK_SECRET"]; !ok && tt.names != "WEBHOOK_SECRET" {
+				tt.vars["WEBHOOK_SECRET"] = secretA
+			}
+			_, err := config.Load(env(tt.vars))
+			if err == nil {
+				t.Fatalf("Load succeeded, want an error naming %s", tt.names)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tt.names) {
+				t.Errorf("error %q does not name %s", msg, tt.names)
+			}
+			if lines := strings.Split(msg, "\n"); len(lines) != 1 {
+				t.Errorf("got %d error lines, want 1: %q", len(lines), msg)
+			}
+			if secret := tt.vars["WEBHOOK_SECRET"]; secret != "" && strings.Contains(msg, secret) {
+				t.Errorf("error %q reveals the secret", msg)
+			}
+		})
+	}
+}
+
+func TestLoadReportsEveryBadVariable(t *testing.T) {
+	_, err := config.Load(env(map[string]string{
+		"RETRY_BASE":   "banana",
+		"MAX_DELIVER":  "0",
+		"HTTP_TIMEOUT": "1h",
+	}))
+	if err == nil {
+		t.Fatal("Load succeeded")
+	}
+	for _, name := range []string{"WEBHOOK_SECRET", "RETRY_BASE", "MAX_DELIVER", "HTTP_TIMEOUT"} {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("error %q does not name %s", err, name)
+		}
+	}
+	if strings.Contains(err.Error(), "RETRY_MAX") {
+		t.Errorf("error %q blames RETRY_MAX for a bad RETRY_BASE", err)
+	}
+}

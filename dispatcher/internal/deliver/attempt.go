@@ -1,0 +1,133 @@
+package deliver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/jethook/jethook/shared/webhook"
+)
+
+// Version is the dispatcher's release, sent in the User-Agent header.
+const Version = "0.1.0"
+
+// UserAgent identifies the sender to webhook receivers.
+const UserAgent = "jethook/" + Version
+
+// maxDrain is how much of a response body is read before the connection is
+// released. Receivers answer with a status; a bigger body is not worth
+// reading, and a partly read body only costs the connection's reuse.
+const maxDrain = 64 << 10
+
+// maxEventIDLen matches what Standard Webhooks receivers accept as a
+// webhook-id.
+const maxEventIDLen = 256
+
+// StatusError is a receiver's answer outside 2xx. Redirects are failures
+// too: a webhook endpoint that moved must be reconfigured, not followed.
+type StatusError struct {
+	Status int
+	// RetryAfter is the receiver's Retry-After header, when it sent a
+	// valid one (HasRetryAfter). Whether it is honoured is decided by
+	// decide, from the status.
+	RetryAfter    time.Duration
+	HasRetryAfter bool
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("receiver answered %d %s", e.Status, http.StatusText(e.Status))
+}
+
+// PermanentError is a failure that no retry can fix, such as a body
+// without an event id. The event goes to DEADLETTER at once.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// ErrExhausted means the event arrived with no attempt left: the earlier
+// deliveries did not finish (the process stopped mid-attempt), and the
+// consumer's one spare delivery is what lets the dispatcher dead-letter it
+// instead of the server dropping it silently.
+var ErrExhausted = errors.New("no delivery attempts left")
+
+// errInterrupted means shutdown cancelled an attempt. It is not the
+// receiver's fault, so it never dead-letters an event.
+var errInterrupted = errors.New("delivery interrupted by shutdown")
+
+// NewHTTPClient returns the client shared by all deliveries: pooled
+// connections for conns concurrent requests, timeout for a whole attempt
+// including the response body, and no redirects, so that a 3xx reaches
+// decide as the failure it is.
+func NewHTTPClient(timeout time.Duration, conns int) *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = max(t.MaxIdleConns, conns)
+	t.MaxIdleConnsPerHost = conns
+	return &http.Client{
+		Transport: t,
+		Timeout:   timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}
+
+// eventID reads the "id" field of an event body, the one field the
+// dispatcher needs; the body itself is posted unchanged. The id becomes the
+// webhook-id header and part of a NATS message id, so it must be a short
+// run of printable ASCII.
+func eventID(body []byte) (string, error) {
+	var head struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal(body, &head); err != nil {
+		return "", fmt.Errorf("body is not an event: %w", err)
+	}
+	switch {
+	case head.ID == "":
+		return "", errors.New("body has no event id")
+	case len(head.ID) > maxEventIDLen:
+		return "", fmt.Errorf("event id is %d bytes, limit is %d", len(head.ID), maxEventIDLen)
+	case strings.ContainsFunc(head.ID, func(r rune) bool { return r <= ' ' || r > '~' }):
+		return "", errors.New("event id contains a character outside printable ASCII")
+	}
+	return head.ID, nil
+}
+
+// post sends one signed webhook and returns the receiver's status (0 when
+// there was no answer) and nil for 2xx, a *StatusError for any other
+// status, or the transport error. Cancelling ctx interrupts the attempt.
+func (d *Dispatcher) post(ctx context.Context, id string, body []byte) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.set.URL, bytes.NewReader(body))
+	if err != nil {
+		return 0, &PermanentError{Err: fmt.Errorf("build request: %w", err)}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", UserAgent)
+	// The signature carries the attempt's own time, so that a retry hours
+	// later is still within the receiver's timestamp tolerance.
+	webhook.SetHeaders(req.Header, d.set.Secrets, id, time.Now(), body)
+
+	resp, err := d.client.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0, fmt.Errorf("%w: %w", errInterrupted, err)
+		}
+		return 0, err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
+
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return resp.StatusCode, nil
+	}
+	se := &StatusError{Status: resp.StatusCode}
+	se.RetryAfter, se.HasRetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	return resp.StatusCode, se
+}

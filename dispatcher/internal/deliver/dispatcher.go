@@ -1,0 +1,213 @@
+package deliver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jethook/jethook/shared/natsx"
+	"github.com/jethook/jethook/shared/webhook"
+)
+
+// FilterSubject selects the events the dispatcher turns into webhooks.
+const FilterSubject = "orders.paid.>"
+
+// ackWaitMargin is added to the HTTP timeout for the consumer's AckWait, so
+// that the server never redelivers a message whose attempt is still
+// running: the margin covers the double ack or the dead-letter publish.
+const ackWaitMargin = 5 * time.Second
+
+// ackPendingPerWorker sets MaxAckPending to a few messages per worker: the
+// events waiting out a backoff count as pending, and new events should keep
+// flowing past a few that fail.
+const ackPendingPerWorker = 4
+
+// DefaultShutdownGrace is how long in-flight attempts may run on after the
+// context ends before they are cancelled and redelivered later.
+const DefaultShutdownGrace = 5 * time.Second
+
+// restartWait is the pause before pulling again after the message
+// iterator stopped on its own, for instance because the consumer was
+// deleted.
+const restartWait = time.Second
+
+// Settings are the dispatcher's delivery settings.
+type Settings struct {
+	URL         string           // the receiver's endpoint
+	Secrets     []webhook.Secret // signing secrets, several during rotation
+	RetryBase   time.Duration    // first backoff step
+	RetryMax    time.Duration    // backoff cap, also for Retry-After
+	MaxDeliver  int              // attempts before dead-lettering
+	HTTPTimeout time.Duration    // one whole attempt
+	Concurrency int              // attempts in flight at most
+	Replicas    int              // of the streams it provisions
+	// ShutdownGrace bounds how long Run waits for in-flight attempts after
+	// its context ends; zero means DefaultShutdownGrace.
+	ShutdownGrace time.Duration
+}
+
+// Dispatcher delivers the ORDERS events to one webhook receiver.
+type Dispatcher struct {
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	set    Settings
+	log    *slog.Logger
+	client *http.Client
+}
+
+// New returns a Dispatcher; client should come from NewHTTPClient.
+func New(nc *nats.Conn, js jetstream.JetStream, set Settings, logger *slog.Logger, client *http.Client) *Dispatcher {
+	if set.ShutdownGrace <= 0 {
+		set.ShutdownGrace = DefaultShutdownGrace
+	}
+	set.Concurrency = max(set.Concurrency, 1)
+	return &Dispatcher{nc: nc, js: js, set: set, log: logger, client: client}
+}
+
+// ConsumerConfig is the durable "dispatcher" consumer on ORDERS. It has no
+// BackOff list, because the dispatcher sets every delay itself with
+// NakWithDelay and the two would add up. MaxDeliver has one delivery more
+// than the attempts: if the process dies during the last attempt, the spare
+// delivery lets the dispatcher dead-letter the event, where the server
+// would drop it without a trace.
+func ConsumerConfig(set Settings) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       natsx.ConsumerDispatcher,
+		Description:   "signs and posts order events to the webhook receiver",
+		FilterSubject: FilterSubject,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckWait:       set.HTTPTimeout + ackWaitMargin,
+		MaxDeliver:    set.MaxDeliver + 1,
+		MaxAckPending: ackPendingPerWorker * max(set.Concurrency, 1),
+	}
+}
+
+// Provision creates or updates the ORDERS and DEADLETTER streams and the
+// dispatcher consumer. It is idempotent.
+func (d *Dispatcher) Provision(ctx context.Context) (jetstream.Consumer, error) {
+	streams := []jetstream.StreamConfig{natsx.OrdersStream(d.set.Replicas), natsx.DeadletterStream(d.set.Replicas)}
+	if err := natsx.Provision(ctx, d.js, streams, nil); err != nil {
+		return nil, err
+	}
+	cons, err := d.js.CreateOrUpdateConsumer(ctx, natsx.StreamOrders, ConsumerConfig(d.set))
+	if err != nil {
+		return nil, fmt.Errorf("provision consumer %s on %s: %w", natsx.ConsumerDispatcher, natsx.StreamOrders, err)
+	}
+	return cons, nil
+}
+
+// Ready reports why the dispatcher cannot deliver, or nil: NATS is
+// connected and the streams and the consumer exist.
+func (d *Dispatcher) Ready(ctx context.Context) error {
+	return natsx.Check(ctx, d.nc, d.js, natsx.Requirement{
+		Streams:   []string{natsx.StreamOrders, natsx.StreamDeadletter},
+		Consumers: [][2]string{{natsx.StreamOrders, natsx.ConsumerDispatcher}},
+	})
+}
+
+// Run provisions what it needs, retrying while NATS is away, and delivers
+// events until ctx ends. Then it stops pulling, lets in-flight attempts
+// finish and settles them (cancelling those still running after the
+// shutdown grace), and returns nil. It returns an error only when the NATS
+// connection was closed under it.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	// Attempts run on a context of their own: the end of ctx stops the
+	// pulling, while in-flight attempts get the shutdown grace.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	settle := context.WithoutCancel(ctx)
+
+	for {
+		var cons jetstream.Consumer
+		err := natsx.Retry(ctx, d.log, "provision dispatcher", func(ctx context.Context) error {
+			var err error
+			cons, err = d.Provision(ctx)
+			return err
+		})
+		if err != nil {
+			return nil // ctx ended before NATS was ready.
+		}
+		d.log.Info("dispatching", "stream", natsx.StreamOrders, "consumer", natsx.ConsumerDispatcher,
+			"concurrency", d.set.Concurrency, "max_deliver", d.set.MaxDeliver)
+
+		err = d.consume(ctx, work, settle, cancelWork, cons)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case d.nc.IsClosed():
+			return fmt.Errorf("dispatching stopped: %w", err)
+		}
+		d.log.Warn("pulling stopped, starting again", "error", err.Error(), "retry_in", restartWait.String())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(restartWait):
+		}
+	}
+}
+
+// consume runs the workers on one message iterator until ctx ends or the
+// iterator stops. The iterator keeps at most Concurrency messages buffered,
+// so that a message waits in this process only as long as a worker needs
+// to become free.
+func (d *Dispatcher) consume(ctx, work, settle context.Context, cancelWork context.CancelFunc, cons jetstream.Consumer) error {
+	it, err := cons.Messages(jetstream.PullMaxMessages(d.set.Concurrency))
+	if err != nil {
+		return fmt.Errorf("start pulling: %w", err)
+	}
+	var (
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr = errors.New("message iterator closed")
+	)
+	for range d.set.Concurrency {
+		wg.Go(func() {
+			for {
+				msg, err := it.Next()
+				if err != nil {
+					// Every error of Next ends the iterator; stopping it
+					// releases the other workers too.
+					if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+						errOnce.Do(func() { firstErr = err })
+					}
+					it.Stop()
+					return
+				}
+				d.handle(work, settle, msg)
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+
+	select {
+	case <-done:
+		return firstErr
+	case <-ctx.Done():
+	}
+	// Stop discards the buffered messages that no worker has started; the
+	// server redelivers them after AckWait, which keeps shutdown bounded by
+	// one attempt instead of two.
+	it.Stop()
+	grace := time.NewTimer(d.set.ShutdownGrace)
+	defer grace.Stop()
+	select {
+	case <-done:
+	case <-grace.C:
+		d.log.Warn("in-flight webhooks still running at shutdown, cancelling them", "grace", d.set.ShutdownGrace.String())
+		cancelWork()
+		<-done
+	}
+	return nil
+}
