@@ -1,0 +1,171 @@
+// Command notifier receives signed order.paid webhooks, queues them in the
+// NOTIFICATIONS stream and sends each customer one confirmation email.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jethook/jethook/notifier/internal/config"
+	"github.com/jethook/jethook/notifier/internal/email"
+	"github.com/jethook/jethook/notifier/internal/processed"
+	"github.com/jethook/jethook/notifier/internal/receive"
+	"github.com/jethook/jethook/shared/logs"
+	"github.com/jethook/jethook/shared/natsx"
+	"github.com/jethook/jethook/shared/webhook"
+)
+
+func main() {
+	if err := run(context.Background(), os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
+		for line := range strings.SplitSeq(err.Error(), "\n") {
+			fmt.Fprintln(os.Stderr, "notifier:", line)
+		}
+		os.Exit(1)
+	}
+}
+
+// shutdownTimeout bounds a clean stop, well inside the usual 30 s grace
+// period of orchestrators.
+const shutdownTimeout = 10 * time.Second
+
+// requirement is what must exist in NATS before the notifier is ready.
+var requirement = natsx.Requirement{
+	Streams:   []string{natsx.StreamNotifications},
+	Consumers: [][2]string{{natsx.StreamNotifications, natsx.ConsumerEmail}},
+	Buckets:   []string{natsx.BucketProcessed},
+}
+
+func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ io.Writer) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	cfg, err := config.Load(getenv)
+	if err != nil {
+		return err
+	}
+	logger := logs.New(cfg.LogFormat, stdout, "notifier")
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on NOTIFIER_ADDR=%s: %w", cfg.Addr, err)
+	}
+	nc, err := natsx.Connect(cfg.NATSURL, "jethook-notifier", logger)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		ln.Close()
+		nc.Close()
+		return err
+	}
+
+	store := processed.New(js, cfg.ClaimTTL())
+	worker := &email.Worker{
+		Store:          store,
+		Sender:         sender(cfg, logger),
+		Logger:         logger,
+		RetryBase:      cfg.EmailRetryBase,
+		RetryMax:       cfg.EmailRetryMax,
+		MessageTimeout: cfg.SMTPTimeout + 10*time.Second,
+		Grace:          5 * time.Second,
+	}
+	// The worker starts once its stream, bucket and consumer exist; until
+	// then /readyz says what is missing.
+	workerDone := make(chan struct{})
+	go func() {
+		defer close(workerDone)
+		var cons jetstream.Consumer
+		err := natsx.Retry(ctx, logger, "provision NATS", func(ctx context.Context) error {
+			c, err := provision(ctx, nc, js, cfg)
+			if err != nil {
+				return err
+			}
+			cons = c
+			return nil
+		})
+		if err != nil {
+			return
+		}
+		logger.Info("NATS provisioned", "stream", natsx.StreamNotifications, "consumer", natsx.ConsumerEmail, "bucket", natsx.BucketProcessed)
+		_ = worker.Run(ctx, cons)
+	}()
+
+	handler := &receive.Handler{
+		Verifier: webhook.Verifier{Secrets: cfg.Secrets, Tolerance: webhook.DefaultTolerance},
+		Conn:     nc,
+		JS:       js,
+		Store:    store,
+		Logger:   logger,
+	}
+	app := receive.NewApp(handler, logger, func(ctx context.Context) error {
+		return natsx.Check(ctx, nc, js, requirement)
+	})
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- app.Listener(ln) }()
+	logger.Info("notifier listening", "addr", ln.Addr().String(), "nats_url", cfg.NATSURL, "smtp_addr", cfg.SMTPAddr)
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		stop()
+		<-workerDone
+		nc.Close()
+		return fmt.Errorf("http server: %w", err)
+	}
+	logger.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := app.ShutdownWithContext(shutdownCtx); err != nil {
+		logger.Error("http shutdown", "error", err)
+	}
+	select {
+	case <-workerDone:
+	case <-shutdownCtx.Done():
+		logger.Error("email worker did not stop in time")
+	}
+	if err := natsx.Drain(shutdownCtx, nc); err != nil {
+		logger.Warn("NATS drain", "error", err)
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// sender picks SMTP when a server is configured and the log otherwise.
+func sender(cfg config.Config, logger *slog.Logger) email.Sender {
+	if cfg.SMTPAddr == "" {
+		return email.LogSender{Logger: logger}
+	}
+	return &email.SMTPSender{Addr: cfg.SMTPAddr, From: cfg.SMTPFrom, Timeout: cfg.SMTPTimeout}
+}
+
+// provision creates or updates the NOTIFICATIONS stream, the idempotency
+// bucket and the email worker's consumer.
+func provision(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, cfg config.Config) (jetstream.Consumer, error) {
+	if !nc.IsConnected() {
+		return nil, natsx.ErrNotConnected
+	}
+	err := natsx.Provision(ctx, js,
+		[]jetstream.StreamConfig{natsx.NotificationsStream(cfg.StreamReplicas)},
+		[]jetstream.KeyValueConfig{natsx.ProcessedBucket(cfg.StreamReplicas, cfg.ProcessedTTL)})
+	if err != nil {
+		return nil, err
+	}
+	cons, err := js.CreateOrUpdateConsumer(ctx, natsx.StreamNotifications, email.ConsumerConfig(receive.Subject, cfg.AckWait()))
+	if err != nil {
+		return nil, fmt.Errorf("provision consumer %s: %w", natsx.ConsumerEmail, err)
+	}
+	return cons, nil
+}

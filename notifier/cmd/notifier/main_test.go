@@ -1,0 +1,305 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jethook/jethook/notifier/internal/receive"
+	"github.com/jethook/jethook/shared/event"
+	"github.com/jethook/jethook/shared/natstest"
+	"github.com/jethook/jethook/shared/natsx"
+	"github.com/jethook/jethook/shared/smtptest"
+	"github.com/jethook/jethook/shared/webhook"
+)
+
+// testSecret is a throwaway secret used only by these tests.
+const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+// freeAddr returns a 127.0.0.1 address that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// syncBuffer collects the service's log while it runs.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+type service struct {
+	base   string
+	stdout *syncBuffer
+	stop   context.CancelFunc
+
+	done   chan struct{}
+	runErr error
+}
+
+// wait returns run's result, or fails the test when run is still going
+// after timeout.
+func (s *service) wait(t *testing.T, timeout time.Duration) error {
+	t.Helper()
+	select {
+	case <-s.done:
+		return s.runErr
+	case <-time.After(timeout):
+		t.Fatalf("run did not return within %s", timeout)
+		return nil
+	}
+}
+
+// startNotifier runs the service as main does, on a free port, and stops it
+// when the test ends.
+func startNotifier(t *testing.T, env map[string]string) *service {
+	t.Helper()
+	addr := freeAddr(t)
+	vars := map[string]string{"NOTIFIER_ADDR": addr, "WEBHOOK_SECRET": testSecret, "EMAIL_RETRY_BASE": "20ms", "EMAIL_RETRY_MAX": "200ms"}
+	for k, v := range env {
+		vars[k] = v
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &service{base: "http://" + addr, stdout: &syncBuffer{}, done: make(chan struct{}), stop: cancel}
+	go func() {
+		defer close(s.done)
+		s.runErr = run(ctx, nil, func(k string) string { return vars[k] }, s.stdout, io.Discard)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := s.wait(t, 15*time.Second); err != nil {
+			t.Errorf("run: %v", err)
+		}
+	})
+	eventually(t, 10*time.Second, "/healthz", func() bool { return s.get("/healthz") == 200 })
+	return s
+}
+
+func (s *service) get(path string) int {
+	resp, err := http.Get(s.base + path)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func (s *service) waitReady(t *testing.T) {
+	t.Helper()
+	eventually(t, 15*time.Second, "/readyz", func() bool { return s.get("/readyz") == 200 })
+}
+
+// postWebhook signs body as the dispatcher does and posts it, returning the
+// status code and the body's status field.
+func (s *service) postWebhook(t *testing.T, id string, body []byte) (int, string) {
+	t.Helper()
+	secrets, err := webhook.ParseSecrets(testSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodPost, s.base+receive.Path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	webhook.SetHeaders(req.Header, secrets, id, time.Now(), body)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got struct{ Status string }
+	_ = json.NewDecoder(resp.Body).Decode(&got)
+	return resp.StatusCode, got.Status
+}
+
+func newEvent(t *testing.T) (event.OrderPaid, []byte) {
+	t.Helper()
+	id, err := event.NewID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	orderID, err := event.NewID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := event.OrderPaid{
+		ID: id, Type: event.TypeOrderPaid, Timestamp: time.Now().UTC().Truncate(time.Second),
+		Data: event.OrderData{
+			OrderID: strings.TrimPrefix(orderID, event.IDPrefix), CustomerEmail: "ada@example.com",
+			ProductName: "Book", Quantity: 2, AmountMinor: 2100, Currency: "USD",
+		},
+	}
+	body, err := ev.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev, body
+}
+
+func TestRunRejectsBadSettings(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"no secret", map[string]string{"WEBHOOK_SECRET": ""}, "WEBHOOK_SECRET"},
+		{"bad timeout", map[string]string{"SMTP_TIMEOUT": "banana"}, "SMTP_TIMEOUT"},
+		{"bad from", map[string]string{"SMTP_FROM": "nobody"}, "SMTP_FROM"},
+		{"bad nats url", map[string]string{"NATS_URL": "localhost"}, "NATS_URL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			vars := map[string]string{"WEBHOOK_SECRET": testSecret, "NOTIFIER_ADDR": "127.0.0.1:0"}
+			for k, v := range tt.env {
+				vars[k] = v
+			}
+			err := run(context.Background(), nil, func(k string) string { return vars[k] }, io.Discard, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("run: %v, want an error naming %s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestRunReadyThenStops(t *testing.T) {
+	srv := natstest.RunServer(t)
+	s := startNotifier(t, map[string]string{"NATS_URL": srv.URL()})
+	s.waitReady(t)
+
+	s.stop()
+	if err := s.wait(t, 10*time.Second); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if !strings.Contains(s.stdout.String(), `"msg":"stopped"`) {
+		t.Error("run returned without logging its clean stop")
+	}
+}
+
+func TestRunStartsBeforeNATS(t *testing.T) {
+	port := freeAddr(t)[len("127.0.0.1:"):]
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startNotifier(t, map[string]string{"NATS_URL": "nats://127.0.0.1:" + port})
+	if code := s.get("/readyz"); code != 503 {
+		t.Fatalf("/readyz = %d without NATS, want 503", code)
+	}
+	srv, err := natstest.Start(natstest.Options(t.TempDir(), n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	s.waitReady(t)
+}
+
+func TestRunLogsEmailWithoutSMTP(t *testing.T) {
+	srv := natstest.RunServer(t)
+	s := startNotifier(t, map[string]string{"NATS_URL": srv.URL()})
+	s.waitReady(t)
+	ev, body := newEvent(t)
+	if code, status := s.postWebhook(t, ev.ID, body); code != 200 || status != "event_received" {
+		t.Fatalf("got %d %q", code, status)
+	}
+	want := "Sending confirmation email to ada@example.com for order " + ev.Data.OrderID
+	eventually(t, 10*time.Second, "the email log line", func() bool { return strings.Contains(s.stdout.String(), want) })
+}
+
+// TestEndToEndOneEmail posts the same webhook again and again, and slips a
+// copy past JetStream's duplicate detection: the customer gets one email.
+func TestEndToEndOneEmail(t *testing.T) {
+	srv := natstest.RunServer(t)
+	mail := smtptest.Start(t)
+	s := startNotifier(t, map[string]string{"NATS_URL": srv.URL(), "SMTP_ADDR": mail.Addr, "LOG_FORMAT": "text"})
+	s.waitReady(t)
+	_, js := natstest.Connect(t, srv.URL())
+	ctx := context.Background()
+	stream, err := js.Stream(ctx, natsx.StreamNotifications)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, natsx.BucketProcessed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	settled := func(id string) bool {
+		info, err := stream.Info(ctx)
+		if err != nil {
+			return false
+		}
+		e, err := kv.Get(ctx, id)
+		return info.State.Msgs == 0 && err == nil && string(e.Value()) == "done"
+	}
+
+	ev, body := newEvent(t)
+	for i := range 2 {
+		code, status := s.postWebhook(t, ev.ID, body)
+		if code != 200 || (status != "event_received" && status != "duplicate") {
+			t.Fatalf("post %d: %d %q", i+1, code, status)
+		}
+	}
+	eventually(t, 10*time.Second, "the email to be sent and recorded", func() bool { return settled(ev.ID) })
+	if n := len(mail.Messages()); n != 1 {
+		t.Fatalf("%d emails after two posts, want 1", n)
+	}
+
+	// The work-queue message is gone; a late retry of the webhook is
+	// answered from the idempotency store.
+	if code, status := s.postWebhook(t, ev.ID, body); code != 200 || status != "duplicate" {
+		t.Fatalf("late retry: %d %q, want 200 duplicate", code, status)
+	}
+
+	// A copy under another Nats-Msg-Id bypasses JetStream's deduplication.
+	msg := &nats.Msg{Subject: receive.Subject, Data: body, Header: nats.Header{}}
+	msg.Header.Set(jetstream.MsgIDHeader, ev.ID+"-copy")
+	if _, err := js.PublishMsg(ctx, msg); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the copy to be acked", func() bool { return settled(ev.ID) })
+	if n := len(mail.Messages()); n != 1 {
+		t.Fatalf("%d emails, want 1", n)
+	}
+	if !strings.Contains(s.stdout.String(), "outcome=duplicate") {
+		t.Error("no duplicate logged")
+	}
+}

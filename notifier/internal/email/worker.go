@@ -1,0 +1,245 @@
+package email
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jethook/jethook/notifier/internal/processed"
+	"github.com/jethook/jethook/shared/event"
+	"github.com/jethook/jethook/shared/natsx"
+)
+
+// Sender delivers one email; an error means it was not delivered and may be
+// tried again.
+type Sender interface {
+	Send(ctx context.Context, m Message) error
+}
+
+// ConsumerConfig is the durable pull consumer the worker reads subject from.
+// The server never gives up on a message (MaxDeliver -1): an email must not
+// be dropped silently, and the worker spaces its own retries with
+// NakWithDelay, which is why there is no BackOff list to add up with it.
+// ackWait must outlast the handling of one message.
+func ConsumerConfig(subject string, ackWait time.Duration) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       natsx.ConsumerEmail,
+		Description:   "sends order confirmation emails",
+		FilterSubject: subject,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxDeliver:    -1,
+		// Messages waiting for a retry count as pending; a few dozen of
+		// them mean the mail server is in trouble, and pulling more would
+		// only pile up claims.
+		MaxAckPending: 32,
+	}
+}
+
+// Worker sends the confirmation email of each message of a consumer, one
+// message at a time.
+type Worker struct {
+	Store  *processed.Store
+	Sender Sender
+	Logger *slog.Logger
+	// RetryBase and RetryMax bound the exponential delay before a failed
+	// email is tried again.
+	RetryBase, RetryMax time.Duration
+	// BusyDelay is how long a message waits while another worker holds its
+	// event id; zero means 5 s.
+	BusyDelay time.Duration
+	// MessageTimeout bounds the handling of one message and must be shorter
+	// than the consumer's AckWait; zero means 30 s.
+	MessageTimeout time.Duration
+	// Grace is how long the message in flight may still run once Run's
+	// context ends; zero means 5 s.
+	Grace time.Duration
+}
+
+// Run pulls and handles messages until ctx ends, then lets the message in
+// flight finish (for at most Grace) and returns nil. Messages prefetched but
+// not started are left to JetStream, which redelivers them after AckWait.
+func (w *Worker) Run(ctx context.Context, cons jetstream.Consumer) error {
+	// In-flight work runs on its own context so that a shutdown does not
+	// cut a send in half; it is cancelled Grace after ctx ends, so that a
+	// hung mail server cannot hold the process.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stopGrace := context.AfterFunc(ctx, func() { time.AfterFunc(orDefault(w.Grace, 5*time.Second), cancelWork) })
+	defer stopGrace()
+
+	for ctx.Err() == nil {
+		it, err := cons.Messages(jetstream.PullMaxMessages(1))
+		if err != nil {
+			w.Logger.Warn("pull from NOTIFICATIONS failed, retrying", "error", err)
+			sleep(ctx, time.Second)
+			continue
+		}
+		err = w.consume(ctx, work, it)
+		it.Stop()
+		if err != nil && ctx.Err() == nil {
+			w.Logger.Warn("pull from NOTIFICATIONS interrupted, resubscribing", "error", err)
+			sleep(ctx, time.Second)
+		}
+	}
+	return nil
+}
+
+func (w *Worker) consume(ctx, work context.Context, it jetstream.MessagesContext) error {
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		msgCtx, cancel := context.WithTimeout(work, orDefault(w.MessageTimeout, 30*time.Second))
+		w.process(msgCtx, msg)
+		cancel()
+	}
+}
+
+// action is what happens to a message once it has been handled.
+type action int
+
+const (
+	ack       action = iota // nothing to do: the email was sent before
+	doubleAck               // the email was sent now; a lost ack would resend it
+	retry                   // try again after delay
+	term                    // the message can never succeed
+)
+
+// decision is the outcome of handling one message. Errors carry their
+// decision here, and settle is the one place that acts on it.
+type decision struct {
+	action  action
+	outcome string
+	delay   time.Duration
+	err     error
+}
+
+func (w *Worker) process(ctx context.Context, msg jetstream.Msg) {
+	start := time.Now()
+	var attempt uint64 = 1
+	if md, err := msg.Metadata(); err == nil {
+		attempt = md.NumDelivered
+	}
+	ev, d := w.handle(ctx, msg, attempt)
+	settleErr := w.settle(ctx, msg, d)
+
+	attrs := []any{
+		"event_id", ev.ID, "order_id", ev.Data.OrderID, "attempt", attempt,
+		"outcome", d.outcome, "duration_ms", time.Since(start).Milliseconds(),
+	}
+	if d.action == retry {
+		attrs = append(attrs, "retry_in", d.delay.String())
+	}
+	level := slog.LevelInfo
+	if d.err != nil {
+		attrs = append(attrs, "error", d.err)
+		level = slog.LevelWarn
+		if d.action != retry {
+			level = slog.LevelError
+		}
+	}
+	w.Logger.Log(ctx, level, "email "+d.outcome, attrs...)
+	if settleErr != nil {
+		w.Logger.Warn("settling the message failed; JetStream will redeliver it",
+			"event_id", ev.ID, "outcome", d.outcome, "error", settleErr)
+	}
+}
+
+// handle claims the event, sends its email and records it, and returns
+// what should happen to the message.
+func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, attempt uint64) (event.OrderPaid, decision) {
+	ev, err := event.Decode(msg.Data())
+	if err != nil {
+		// The handler validated the body before publishing it, so this is
+		// corruption or a foreign publisher; no retry can fix it.
+		return ev, decision{action: term, outcome: "undecodable", err: err}
+	}
+	rev, err := w.Store.Claim(ctx, ev.ID)
+	switch {
+	case errors.Is(err, processed.ErrDone):
+		return ev, decision{action: ack, outcome: "duplicate"}
+	case errors.Is(err, processed.ErrClaimed):
+		return ev, decision{action: retry, outcome: "claimed_elsewhere", delay: orDefault(w.BusyDelay, 5*time.Second)}
+	case err != nil:
+		return ev, decision{action: retry, outcome: "store_failed", delay: w.backoff(attempt), err: err}
+	}
+
+	// A slow mail server must not make JetStream hand the message to
+	// another worker while this one is still sending.
+	_ = msg.InProgress()
+	if err := w.Sender.Send(ctx, NewMessage(ev)); err != nil {
+		// The send may have ended because ctx did; releasing must not.
+		relCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if rerr := w.Store.Release(relCtx, ev.ID, rev); rerr != nil {
+			// The claim expires on its own; until then redeliveries wait.
+			err = errors.Join(err, rerr)
+		}
+		return ev, decision{action: retry, outcome: "send_failed", delay: w.backoff(attempt), err: err}
+	}
+	if err := w.Store.MarkDone(ctx, ev.ID, rev); err != nil {
+		// The email is out, so the message is acked all the same: a retry
+		// would send it twice. The claim keeps duplicates away until it
+		// expires.
+		return ev, decision{action: doubleAck, outcome: "sent_unrecorded", err: err}
+	}
+	return ev, decision{action: doubleAck, outcome: "sent"}
+}
+
+// settle acknowledges, delays or terminates msg as d says.
+func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, d decision) error {
+	switch d.action {
+	case ack:
+		return msg.Ack()
+	case doubleAck:
+		ackCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		return msg.DoubleAck(ackCtx)
+	case retry:
+		return msg.NakWithDelay(d.delay)
+	default:
+		return msg.TermWithReason(d.outcome + ": " + d.err.Error())
+	}
+}
+
+// backoff is the delay before attempt+1: RetryBase doubled per attempt,
+// capped at RetryMax, with equal jitter so that emails that failed together
+// do not all retry together.
+func (w *Worker) backoff(attempt uint64) time.Duration {
+	return backoff(attempt, orDefault(w.RetryBase, time.Second), orDefault(w.RetryMax, 5*time.Minute))
+}
+
+func backoff(attempt uint64, base, maxDelay time.Duration) time.Duration {
+	d := base
+	for i := uint64(1); i < attempt && d < maxDelay; i++ {
+		d *= 2
+	}
+	d = min(d, maxDelay)
+	half := d / 2
+	return half + rand.N(d-half+1)
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

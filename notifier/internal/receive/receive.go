@@ -1,0 +1,198 @@
+package receive
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"mime"
+	"net/http"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jethook/jethook/notifier/internal/processed"
+	"github.com/jethook/jethook/shared/event"
+	"github.com/jethook/jethook/shared/health"
+	"github.com/jethook/jethook/shared/problem"
+	"github.com/jethook/jethook/shared/webhook"
+)
+
+// Path is where order.paid webhooks are posted.
+const Path = "/webhook/order-paid"
+
+// Subject is where accepted order.paid webhooks wait for their email.
+const Subject = "notifications.order-paid"
+
+// MaxBodyBytes is the largest webhook body accepted; larger ones get 413.
+const MaxBodyBytes = 1 << 20
+
+// DefaultTimeout bounds the NATS work of one request, so that the sender
+// gets a fast 503 and retries rather than hang.
+const DefaultTimeout = 3 * time.Second
+
+// Conn is the part of the NATS connection the handler needs.
+type Conn interface {
+	IsConnected() bool
+}
+
+// Handler receives order.paid webhooks.
+type Handler struct {
+	Verifier webhook.Verifier
+	Conn     Conn
+	JS       jetstream.JetStream
+	Store    *processed.Store
+	Logger   *slog.Logger
+	// Timeout bounds the NATS work of one request; zero means
+	// DefaultTimeout.
+	Timeout time.Duration
+}
+
+// NewApp returns the notifier's HTTP server: the webhook route and the
+// health endpoints, with every error answered as problem+json.
+func NewApp(h *Handler, logger *slog.Logger, ready func(context.Context) error) *fiber.App {
+	app := fiber.New(fiber.Config{
+		AppName:               "jethook-notifier",
+		DisableStartupMessage: true,
+		ErrorHandler:          problem.ErrorHandler(logger),
+		BodyLimit:             MaxBodyBytes,
+		ReadTimeout:           10 * time.Second,
+		WriteTimeout:          10 * time.Second,
+		IdleTimeout:           60 * time.Second,
+	})
+	health.Register(app, ready)
+	app.Post(Path, h.Serve)
+	return app
+}
+
+// result is what became of one request, for its log line.
+type result struct {
+	outcome string
+	eventID string
+	orderID string
+	// cause is the error behind a 503, logged but never shown.
+	cause error
+}
+
+// Serve handles one webhook and logs one line about it.
+func (h *Handler) Serve(c *fiber.Ctx) error {
+	start := time.Now()
+	res, err := h.serve(c)
+	status := http.StatusOK
+	level := slog.LevelInfo
+	attrs := []any{"event_id", res.eventID, "order_id", res.orderID, "outcome", res.outcome}
+	var p *problem.Problem
+	if errors.As(err, &p) {
+		status = p.Status
+		level = slog.LevelWarn
+		attrs = append(attrs, "reason", p.Detail)
+		if errs := p.Errors; len(errs) > 0 {
+			attrs = append(attrs, "errors", errs)
+		}
+	}
+	if res.cause != nil {
+		attrs = append(attrs, "error", res.cause)
+	}
+	attrs = append(attrs, "status", status, "duration_ms", time.Since(start).Milliseconds())
+	h.Logger.Log(c.UserContext(), level, "webhook "+res.outcome, attrs...)
+	if err != nil {
+		return err
+	}
+	return c.JSON(fiber.Map{"status": res.outcome})
+}
+
+func (h *Handler) serve(c *fiber.Ctx) (result, error) {
+	res := result{eventID: c.Get(webhook.HeaderID)}
+	// The raw bytes, not c.Body(): that one would inflate a compressed body,
+	// past the size limit and past what was signed.
+	body := c.Request().Body()
+	err := h.Verifier.Verify(c.Get(webhook.HeaderID), c.Get(webhook.HeaderTimestamp), c.Get(webhook.HeaderSignature), body)
+	if err != nil {
+		res.outcome = "forbidden"
+		return res, problem.New(http.StatusForbidden, "signature verification failed: "+err.Error())
+	}
+	if detail := checkContentType(c); detail != "" {
+		res.outcome = "unsupported_media_type"
+		return res, problem.New(http.StatusUnsupportedMediaType, detail)
+	}
+	ev, err := event.Decode(body)
+	var syntaxErr *event.SyntaxError
+	var validationErr *event.ValidationError
+	switch {
+	case errors.As(err, &syntaxErr):
+		res.outcome = "malformed"
+		return res, problem.New(http.StatusBadRequest, syntaxErr.Error())
+	case errors.As(err, &validationErr):
+		res.outcome = "invalid"
+		return res, problem.Invalid(validationErr.Fields)
+	case err != nil:
+		res.outcome = "malformed"
+		return res, problem.New(http.StatusBadRequest, err.Error())
+	}
+	res.orderID = ev.Data.OrderID
+	if ev.ID != res.eventID {
+		res.outcome = "invalid"
+		return res, problem.Invalid(map[string]string{"id": "must equal the " + webhook.HeaderID + " header"})
+	}
+
+	// Without a connection every NATS call would wait for the timeout;
+	// the sender is better served by a 503 at once.
+	if !h.Conn.IsConnected() {
+		res.outcome = "unavailable"
+		return res, unavailable(c, "not connected to NATS")
+	}
+	ctx, cancel := context.WithTimeout(c.UserContext(), h.timeout())
+	defer cancel()
+	state, err := h.Store.Lookup(ctx, ev.ID)
+	if err != nil {
+		res.outcome, res.cause = "unavailable", err
+		return res, unavailable(c, "idempotency store unavailable")
+	}
+	if state != "" {
+		res.outcome = "duplicate"
+		return res, nil
+	}
+	// Fiber reuses the request's memory once the handler returns; the
+	// NATS client may still hold the message after a timeout.
+	msg := &nats.Msg{Subject: Subject, Data: bytes.Clone(body), Header: nats.Header{}}
+	msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
+	ack, err := h.JS.PublishMsg(ctx, msg)
+	if err != nil {
+		res.outcome, res.cause = "unavailable", err
+		return res, unavailable(c, "could not queue the notification")
+	}
+	if ack.Duplicate {
+		res.outcome = "duplicate"
+		return res, nil
+	}
+	res.outcome = "event_received"
+	return res, nil
+}
+
+func (h *Handler) timeout() time.Duration {
+	if h.Timeout > 0 {
+		return h.Timeout
+	}
+	return DefaultTimeout
+}
+
+// checkContentType returns why the request's body type is not accepted,
+// or "" when it is JSON sent as is.
+func checkContentType(c *fiber.Ctx) string {
+	mediaType, _, err := mime.ParseMediaType(c.Get(fiber.HeaderContentType))
+	if err != nil || mediaType != fiber.MIMEApplicationJSON {
+		return "Content-Type must be application/json"
+	}
+	if enc := c.Get(fiber.HeaderContentEncoding); enc != "" && enc != "identity" {
+		return "Content-Encoding " + enc + " is not supported"
+	}
+	return ""
+}
+
+// unavailable is a 503 that tells the sender when to retry.
+func unavailable(c *fiber.Ctx, detail string) error {
+	c.Set(fiber.HeaderRetryAfter, "5")
+	return problem.New(http.StatusServiceUnavailable, detail+"; retry later")
+}

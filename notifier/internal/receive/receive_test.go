@@ -1,0 +1,469 @@
+package receive
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jethook/jethook/notifier/internal/processed"
+	"github.com/jethook/jethook/shared/event"
+	"github.com/jethook/jethook/shared/natstest"
+	"github.com/jethook/jethook/shared/natsx"
+	"github.com/jethook/jethook/shared/problem"
+	"github.com/jethook/jethook/shared/webhook"
+)
+
+// Throwaway secrets used only by these tests.
+const (
+	testSecret  = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	otherSecret = "whsec_dGhpcyBpcyBub3QgdGhlIHJpZ2h0IGtleQ=="
+)
+
+func mustSecrets(tb testing.TB, s string) []webhook.Secret {
+	tb.Helper()
+	secrets, err := webhook.ParseSecrets(s)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return secrets
+}
+
+type fixture struct {
+	srv    *natstest.Server
+	nc     *nats.Conn
+	app    *fiber.App
+	addr   string
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	kv     jetstream.KeyValue
+}
+
+// newFixture runs NATS with the NOTIFICATIONS stream and the idempotency
+// bucket but no consumer, so that every accepted webhook stays countable.
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	srv := natstest.RunServer(t)
+	nc, js := natstest.Connect(t, srv.URL())
+	ctx := context.Background()
+	err := natsx.Provision(ctx, js,
+		[]jetstream.StreamConfig{natsx.NotificationsStream(1)},
+		[]jetstream.KeyValueConfig{natsx.ProcessedBucket(1, time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, natsx.StreamNotifications)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, natsx.BucketProcessed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	h := &Handler{
+		Verifier: webhook.Verifier{Secrets: mustSecrets(t, testSecret)},
+		Conn:     nc,
+		JS:       js,
+		Store:    processed.New(js, time.Minute),
+		Logger:   logger,
+		Timeout:  time.Second,
+	}
+	app := NewApp(h, logger, func(context.Context) error { return nil })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = app.Listener(ln) }()
+	t.Cleanup(func() { _ = app.ShutdownWithTimeout(5 * time.Second) })
+	return &fixture{srv: srv, nc: nc, app: app, addr: ln.Addr().String(), js: js, stream: stream, kv: kv}
+}
+
+func (f *fixture) count(t *testing.T) uint64 {
+	t.Helper()
+	info, err := f.stream.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (f *fixture) do(t *testing.T, req *http.Request) response {
+	t.Helper()
+	if req.ContentLength > MaxBodyBytes {
+		return f.doOversized(t, req)
+	}
+	resp, err := f.app.Test(req, 5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return response{resp.StatusCode, resp.Header, b}
+}
+
+// doOversized sends only the head of req to the real listener: the server
+// must refuse the body by its announced length alone. Sending the body too
+// would race the server's close against our write.
+func (f *fixture) doOversized(t *testing.T, req *http.Request) response {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", f.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	var head bytes.Buffer
+	fmt.Fprintf(&head, "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n", req.Method, req.URL.Path, f.addr, req.ContentLength)
+	if err := req.Header.Write(&head); err != nil {
+		t.Fatal(err)
+	}
+	head.WriteString("\r\n")
+	if _, err := conn.Write(head.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return response{resp.StatusCode, resp.Header, b}
+}
+
+// newEvent returns a valid order.paid event body and its id.
+func newEvent(t *testing.T) (string, []byte) {
+	t.Helper()
+	id, err := event.NewID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	orderID, err := event.NewID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := event.OrderPaid{
+		ID: id, Type: event.TypeOrderPaid, Timestamp: time.Now().UTC().Truncate(time.Second),
+		Data: event.OrderData{
+			OrderID: strings.TrimPrefix(orderID, event.IDPrefix), CustomerEmail: "ada@example.com",
+			ProductName: "Book", Quantity: 2, AmountMinor: 2100, Currency: "USD",
+		},
+	}
+	body, err := ev.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id, body
+}
+
+// signed is a webhook request signed as the dispatcher would sign it.
+func signed(t *testing.T, secret, id string, ts time.Time, body []byte) *http.Request {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodPost, Path, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	webhook.SetHeaders(req.Header, mustSecrets(t, secret), id, ts, body)
+	return req
+}
+
+func TestHandler(t *testing.T) {
+	f := newFixture(t)
+	tests := []struct {
+		name string
+		// request builds the request from a fresh valid event.
+		request    func(t *testing.T, id string, body []byte) *http.Request
+		wantStatus int
+		wantBody   string   // for 200: the status field
+		wantFields []string // for 422: the field names in errors
+		published  bool
+	}{
+		{
+			name: "valid",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				return signed(t, testSecret, id, time.Now(), body)
+			},
+			wantStatus: 200, wantBody: "event_received", published: true,
+		},
+		{
+			name: "valid with charset and a rotated secret list",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				req := signed(t, otherSecret+","+testSecret, id, time.Now(), body)
+				req.Header.Set("Content-Type", "application/json; charset=utf-8")
+				return req
+			},
+			wantStatus: 200, wantBody: "event_received", published: true,
+		},
+		{
+			name: "no signature",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				req := signed(t, testSecret, id, time.Now(), body)
+				req.Header.Del(webhook.HeaderSignature)
+				return req
+			},
+			wantStatus: 403,
+		},
+		{
+			name: "wrong secret",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				return signed(t, otherSecret, id, time.Now(), body)
+			},
+			wantStatus: 403,
+		},
+		{
+			name: "tampered body",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				req := signed(t, testSecret, id, time.Now(), body)
+				tampered := bytes.Replace(body, []byte(`"quantity":2`), []byte(`"quantity":3`), 1)
+				req.Body = io.NopCloser(bytes.NewReader(tampered))
+				return req
+			},
+			wantStatus: 403,
+		},
+		{
+			name: "stale timestamp",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				return signed(t, testSecret, id, time.Now().Add(-6*time.Minute), body)
+			},
+			wantStatus: 403,
+		},
+		{
+			name: "future timestamp",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				return signed(t, testSecret, id, time.Now().Add(6*time.Minute), body)
+			},
+			wantStatus: 403,
+		},
+		{
+			name: "missing webhook-id",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				req := signed(t, testSecret, id, time.Now(), body)
+				req.Header.Del(webhook.HeaderID)
+				return req
+			},
+			wantStatus: 403,
+		},
+		{
+			name: "missing webhook-timestamp",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				req := signed(t, testSecret, id, time.Now(), body)
+				req.Header.Del(webhook.HeaderTimestamp)
+				return req
+			},
+			wantStatus: 403,
+		},
+		{
+			name: "body over 1 MiB",
+			request: func(t *testing.T, id string, _ []byte) *http.Request {
+				big := []byte(`{"id":"` + id + `","pad":"` + strings.Repeat("x", MaxBodyBytes) + `"}`)
+				return signed(t, testSecret, id, time.Now(), big)
+			},
+			wantStatus: 413,
+		},
+		{
+			name: "malformed JSON",
+			request: func(t *testing.T, id string, _ []byte) *http.Request {
+				return signed(t, testSecret, id, time.Now(), []byte(`{"id":"`+id+`",`))
+			},
+			wantStatus: 400,
+		},
+		{
+			name: "contract violation",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				bad := bytes.Replace(body, []byte(`"quantity":2`), []byte(`"quantity":0`), 1)
+				bad = bytes.Replace(bad, []byte(`"ada@example.com"`), []byte(`"not an address"`), 1)
+				return signed(t, testSecret, id, time.Now(), bad)
+			},
+			wantStatus: 422, wantFields: []string{"data.quantity", "data.customer_email"},
+		},
+		{
+			name: "body id differs from webhook-id",
+			request: func(t *testing.T, _ string, body []byte) *http.Request {
+				other, _ := newEvent(t)
+				return signed(t, testSecret, other, time.Now(), body)
+			},
+			wantStatus: 422, wantFields: []string{"id"},
+		},
+		{
+			name: "wrong content type",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				req := signed(t, testSecret, id, time.Now(), body)
+				req.Header.Set("Content-Type", "text/plain")
+				return req
+			},
+			wantStatus: 415,
+		},
+		{
+			name: "compressed body",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				req := signed(t, testSecret, id, time.Now(), body)
+				req.Header.Set("Content-Encoding", "gzip")
+				return req
+			},
+			wantStatus: 415,
+		},
+		{
+			name: "GET",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				req := signed(t, testSecret, id, time.Now(), body)
+				req.Method = http.MethodGet
+				return req
+			},
+			wantStatus: 405,
+		},
+		{
+			name: "already processed",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				if _, err := f.kv.Put(context.Background(), id, []byte(processed.Done)); err != nil {
+					t.Fatal(err)
+				}
+				return signed(t, testSecret, id, time.Now(), body)
+			},
+			wantStatus: 200, wantBody: "duplicate",
+		},
+		{
+			name: "claimed by the worker",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				if _, err := f.kv.Put(context.Background(), id, []byte(processed.Claimed)); err != nil {
+					t.Fatal(err)
+				}
+				return signed(t, testSecret, id, time.Now(), body)
+			},
+			wantStatus: 200, wantBody: "duplicate",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id, body := newEvent(t)
+			req := tt.request(t, id, body)
+			before := f.count(t)
+			resp := f.do(t, req)
+			if resp.status != tt.wantStatus {
+				t.Fatalf("status = %d, want %d; body %s", resp.status, tt.wantStatus, resp.body)
+			}
+			after := f.count(t)
+			if tt.published {
+				if after != before+1 {
+					t.Fatalf("NOTIFICATIONS has %d messages, want %d", after, before+1)
+				}
+				checkPublished(t, f, id, body)
+			} else if after != before {
+				t.Fatalf("NOTIFICATIONS went from %d to %d messages, want no change", before, after)
+			}
+			if tt.wantStatus == 200 {
+				var got struct{ Status string }
+				if err := json.Unmarshal(resp.body, &got); err != nil || got.Status != tt.wantBody {
+					t.Fatalf("body %s, want status %q", resp.body, tt.wantBody)
+				}
+				return
+			}
+			if ct := resp.header.Get("Content-Type"); ct != problem.ContentType {
+				t.Errorf("Content-Type = %q, want %s", ct, problem.ContentType)
+			}
+			var p problem.Problem
+			if err := json.Unmarshal(resp.body, &p); err != nil || p.Status != tt.wantStatus {
+				t.Fatalf("problem body %s (%v)", resp.body, err)
+			}
+			for _, field := range tt.wantFields {
+				if _, ok := p.Errors[field]; !ok {
+					t.Errorf("errors %v lacks %s", p.Errors, field)
+				}
+			}
+		})
+	}
+}
+
+// checkPublished asserts that the last notification is the webhook body,
+// byte for byte, deduplicated by the webhook id.
+func checkPublished(t *testing.T, f *fixture, id string, body []byte) {
+	t.Helper()
+	msg, err := f.stream.GetLastMsgForSubject(context.Background(), Subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := msg.Header.Get(jetstream.MsgIDHeader); got != id {
+		t.Errorf("Nats-Msg-Id = %q, want %q", got, id)
+	}
+	if !bytes.Equal(msg.Data, body) {
+		t.Errorf("published %s, want %s", msg.Data, body)
+	}
+}
+
+func TestHandlerSameWebhookTwice(t *testing.T) {
+	f := newFixture(t)
+	id, body := newEvent(t)
+	for i, want := range []string{"event_received", "duplicate"} {
+		resp := f.do(t, signed(t, testSecret, id, time.Now(), body))
+		var got struct{ Status string }
+		if resp.status != 200 || json.Unmarshal(resp.body, &got) != nil || got.Status != want {
+			t.Fatalf("post %d: %d %s, want 200 %s", i+1, resp.status, resp.body, want)
+		}
+	}
+	if n := f.count(t); n != 1 {
+		t.Fatalf("NOTIFICATIONS has %d messages, want 1", n)
+	}
+}
+
+func TestHandlerNATSDown(t *testing.T) {
+	f := newFixture(t)
+	f.srv.Shutdown()
+	deadline := time.Now().Add(5 * time.Second)
+	for f.nc.IsConnected() {
+		if time.Now().After(deadline) {
+			t.Fatal("client still connected after the server stopped")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	id, body := newEvent(t)
+	start := time.Now()
+	resp := f.do(t, signed(t, testSecret, id, time.Now(), body))
+	if resp.status != 503 || resp.header.Get("Content-Type") != problem.ContentType {
+		t.Fatalf("got %d %s, want 503 problem+json", resp.status, resp.body)
+	}
+	if resp.header.Get("Retry-After") == "" {
+		t.Error("503 without Retry-After")
+	}
+	if elapsed := time.Since(start); elapsed > 500*time.Millisecond {
+		t.Errorf("503 took %s, want it at once", elapsed)
+	}
+}
+
+func TestHandlerStreamMissing(t *testing.T) {
+	f := newFixture(t)
+	if err := f.js.DeleteStream(context.Background(), natsx.StreamNotifications); err != nil {
+		t.Fatal(err)
+	}
+	id, body := newEvent(t)
+	resp := f.do(t, signed(t, testSecret, id, time.Now(), body))
+	if resp.status != 503 {
+		t.Fatalf("got %d %s, want 503", resp.status, resp.body)
+	}
+	if _, err := f.kv.Get(context.Background(), id); err == nil {
+		t.Error("a refused webhook left a record in the idempotency store")
+	}
+}
