@@ -2,28 +2,11 @@ package deliver
 
 import (
 	"errors"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 )
-
-// Backoff returns how long to wait after failed attempt number attempt
-// (1-based, JetStream's NumDelivered) before the next one: base doubled per
-// attempt and capped at ceiling. The result is spread uniformly over the
-// upper half of that step so that events that failed together, for instance
-// during a receiver outage, are not all retried in the same instant; it is
-// never below base nor above ceiling.
-func Backoff(base, ceiling time.Duration, attempt uint64) time.Duration {
-	step := ceiling
-	if shift := max(attempt, 1) - 1; shift < 63 && base <= ceiling>>shift {
-		step = base << shift
-	}
-	half := step / 2
-	d := half + rand.N(step-half+1)
-	return min(max(d, base), ceiling)
-}
 
 // ParseRetryAfter reads a Retry-After header value, either delta-seconds
 // or an HTTP-date, as a wait from now. A date in the past means no wait.

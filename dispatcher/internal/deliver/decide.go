@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jethook/jethook/shared/backoff"
 )
 
 // settleTimeout bounds each call to the server that settles a message
@@ -65,7 +67,7 @@ func (d *Dispatcher) decide(err error, delivery uint64) decision {
 		(status.Status == http.StatusTooManyRequests || status.Status == http.StatusServiceUnavailable):
 		return decision{verdict: retry, delay: clamp(status.RetryAfter, d.set.RetryBase, d.set.RetryMax)}
 	default:
-		return decision{verdict: retry, delay: Backoff(d.set.RetryBase, d.set.RetryMax, delivery)}
+		return decision{verdict: retry, delay: backoff.Exponential(d.set.RetryBase, d.set.RetryMax, delivery)}
 	}
 }
 
@@ -133,7 +135,7 @@ func (d *Dispatcher) settle(ctx context.Context, msg jetstream.Msg, meta *jetstr
 	case deadLetter:
 		if err := d.deadLetter(ctx, msg, meta, a); err != nil {
 			// Never terminate without the copy: try again later.
-			delay := Backoff(d.set.RetryBase, d.set.RetryMax, a.delivery)
+			delay := backoff.Exponential(d.set.RetryBase, d.set.RetryMax, a.delivery)
 			if nakErr := msg.NakWithDelay(delay); nakErr != nil {
 				err = errors.Join(err, nakErr)
 			}

@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jethook/jethook/notifier/internal/processed"
+	"github.com/jethook/jethook/shared/backoff"
 	"github.com/jethook/jethook/shared/event"
 	"github.com/jethook/jethook/shared/natsx"
 )
@@ -215,17 +215,7 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, d decision) erro
 // capped at RetryMax, with equal jitter so that emails that failed together
 // do not all retry together.
 func (w *Worker) backoff(attempt uint64) time.Duration {
-	return backoff(attempt, orDefault(w.RetryBase, time.Second), orDefault(w.RetryMax, 5*time.Minute))
-}
-
-func backoff(attempt uint64, base, maxDelay time.Duration) time.Duration {
-	d := base
-	for i := uint64(1); i < attempt && d < maxDelay; i++ {
-		d *= 2
-	}
-	d = min(d, maxDelay)
-	half := d / 2
-	return half + rand.N(d-half+1)
+	return backoff.Exponential(orDefault(w.RetryBase, time.Second), orDefault(w.RetryMax, 5*time.Minute), attempt)
 }
 
 func orDefault(d, def time.Duration) time.Duration {

@@ -324,28 +324,3 @@ func TestWorkerTerminatesUndecodableMessage(t *testing.T) {
 		t.Fatalf("%d send attempts for a corrupt message", n)
 	}
 }
-
-func TestBackoff(t *testing.T) {
-	base, maxDelay := time.Second, 5*time.Minute
-	tests := []struct {
-		name    string
-		attempt uint64
-		want    time.Duration // before jitter
-	}{
-		{"first", 1, time.Second},
-		{"second", 2, 2 * time.Second},
-		{"fifth", 5, 16 * time.Second},
-		{"capped", 12, maxDelay},
-		{"huge attempt", 1 << 40, maxDelay},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			for range 100 {
-				got := backoff(tt.attempt, base, maxDelay)
-				if got < tt.want/2 || got > tt.want {
-					t.Fatalf("backoff(%d) = %s, want within [%s, %s]", tt.attempt, got, tt.want/2, tt.want)
-				}
-			}
-		})
-	}
-}
