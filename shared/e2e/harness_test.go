@@ -1,0 +1,394 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jethook/jethook/shared/natstest"
+	"github.com/jethook/jethook/shared/smtptest"
+	"github.com/jethook/jethook/shared/webhook"
+)
+
+// binDir holds the binaries TestMain builds once for all tests.
+var binDir string
+
+func TestMain(m *testing.M) {
+	os.Exit(buildAndRun(m))
+}
+
+func buildAndRun(m *testing.M) int {
+	out, err := exec.Command("go", "env", "GOWORK").Output()
+	gowork := strings.TrimSpace(string(out))
+	if err != nil || gowork == "" || gowork == "off" {
+		fmt.Fprintln(os.Stderr, "e2e: these tests need the jethook go.work workspace")
+		return 1
+	}
+	dir, err := os.MkdirTemp("", "jethook-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	build := exec.Command("go", "build", "-o", dir+string(os.PathSeparator),
+		"./orders/cmd/orders", "./dispatcher/cmd/dispatcher", "./notifier/cmd/notifier")
+	build.Dir = filepath.Dir(gowork)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: building the binaries:", err)
+		return 1
+	}
+	binDir = dir
+	return m.Run()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// syncBuffer collects a process's output for the failure log.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// proc is one service binary run as a child process.
+type proc struct {
+	t    *testing.T
+	name string
+	env  []string
+	out  *syncBuffer
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func newProc(t *testing.T, name string, env map[string]string) *proc {
+	p := &proc{t: t, name: name, out: &syncBuffer{}}
+	for k, v := range env {
+		p.env = append(p.env, k+"="+v)
+	}
+	p.env = append(p.env, "PATH="+os.Getenv("PATH"), "HOME="+os.Getenv("HOME"))
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			t.Logf("---- %s output ----\n%s", name, p.out.String())
+		}
+	})
+	return p
+}
+
+func (p *proc) start() {
+	p.t.Helper()
+	p.cmd = exec.Command(filepath.Join(binDir, p.name))
+	p.cmd.Env = p.env
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatalf("start %s: %v", p.name, err)
+	}
+	done := make(chan error, 1)
+	p.done = done
+	go func() { done <- p.cmd.Wait() }()
+}
+
+// kill ends the process with SIGKILL, as a crash would, and waits for it.
+func (p *proc) kill() {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.done
+	p.cmd = nil
+}
+
+// terminate sends SIGTERM and returns how the process exited.
+func (p *proc) terminate(timeout time.Duration) (error, bool) {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		p.cmd = nil
+		return err, true
+	case <-time.After(timeout):
+		return nil, false
+	}
+}
+
+func waitHTTP(t *testing.T, url string, want int, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, url, func() bool {
+		resp, err := http.Get(url)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == want
+	})
+}
+
+// proxy sits between the dispatcher and the notifier and injects faults.
+type proxy struct {
+	addr   string
+	target string
+	mode   atomic.Int32
+	srv    *http.Server
+
+	mu       sync.Mutex
+	attempts map[string][]time.Time
+}
+
+const (
+	modePass           = iota // forward to the notifier
+	mode503                   // answer 503 without forwarding
+	mode500                   // answer 500 without forwarding
+	modeForwardAndHang        // forward, then never answer the dispatcher
+)
+
+func newProxy(t *testing.T, target string) *proxy {
+	p := &proxy{addr: freeAddr(t), target: target, attempts: map[string][]time.Time{}}
+	t.Cleanup(p.close)
+	return p
+}
+
+// listen starts accepting; until then the dispatcher gets connection refused.
+func (p *proxy) listen(t *testing.T) {
+	t.Helper()
+	ln, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.srv = &http.Server{Handler: http.HandlerFunc(p.serve), ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = p.srv.Serve(ln) }()
+}
+
+func (p *proxy) close() {
+	if p.srv != nil {
+		_ = p.srv.Close()
+	}
+}
+
+func (p *proxy) url() string { return "http://" + p.addr + "/webhook/order-paid" }
+
+func (p *proxy) attemptsFor(id string) []time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]time.Time(nil), p.attempts[id]...)
+}
+
+func (p *proxy) serve(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	p.mu.Lock()
+	id := r.Header.Get(webhook.HeaderID)
+	p.attempts[id] = append(p.attempts[id], time.Now())
+	p.mu.Unlock()
+	switch p.mode.Load() {
+	case mode503:
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	case mode500:
+		w.WriteHeader(http.StatusInternalServerError)
+		return
+	}
+	req, _ := http.NewRequest(http.MethodPost, p.target, bytes.NewReader(body))
+	req.Header = r.Header.Clone()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		w.WriteHeader(http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	respBody, _ := io.ReadAll(resp.Body)
+	if p.mode.Load() == modeForwardAndHang {
+		<-r.Context().Done()
+		return
+	}
+	w.WriteHeader(resp.StatusCode)
+	_, _ = w.Write(respBody)
+}
+
+// system is the whole pipeline on 127.0.0.1.
+type system struct {
+	t          *testing.T
+	nats       *natstest.Server
+	mail       *smtptest.Server
+	proxy      *proxy
+	secret     string
+	orders     *proc
+	dispatcher *proc
+	notifier   *proc
+	ordersURL  string
+	notifyURL  string
+	dispAddr   string
+	js         jetstream.JetStream
+}
+
+type options struct {
+	dispatcherEnv map[string]string
+	proxyDown     bool // the proxy does not listen at first
+}
+
+func startSystem(t *testing.T, o options) *system {
+	t.Helper()
+	secret, err := webhook.GenerateSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &system{t: t, nats: natstest.RunServer(t), mail: smtptest.Start(t), secret: secret}
+	_, s.js = natstest.Connect(t, s.nats.URL())
+
+	ordersAddr, notifierAddr := freeAddr(t), freeAddr(t)
+	s.dispAddr = freeAddr(t)
+	s.ordersURL, s.notifyURL = "http://"+ordersAddr, "http://"+notifierAddr
+	s.proxy = newProxy(t, s.notifyURL+"/webhook/order-paid")
+	if !o.proxyDown {
+		s.proxy.listen(t)
+	}
+	common := func(extra map[string]string) map[string]string {
+		env := map[string]string{"NATS_URL": s.nats.URL(), "WEBHOOK_SECRET": secret, "LOG_FORMAT": "json"}
+		for k, v := range extra {
+			env[k] = v
+		}
+		return env
+	}
+	s.orders = newProc(t, "orders", common(map[string]string{"ORDERS_ADDR": ordersAddr}))
+	s.notifier = newProc(t, "notifier", common(map[string]string{
+		"NOTIFIER_ADDR": notifierAddr, "SMTP_ADDR": s.mail.Addr,
+		"EMAIL_RETRY_BASE": "100ms", "EMAIL_RETRY_MAX": "500ms",
+	}))
+	denv := map[string]string{
+		"DISPATCHER_ADDR": s.dispAddr, "NOTIFICATION_WEBHOOK_URL": s.proxy.url(),
+		"RETRY_BASE": "100ms", "RETRY_MAX": "500ms", "HTTP_TIMEOUT": "1s",
+	}
+	for k, v := range o.dispatcherEnv {
+		denv[k] = v
+	}
+	s.dispatcher = newProc(t, "dispatcher", common(denv))
+	for _, p := range []*proc{s.orders, s.notifier, s.dispatcher} {
+		p.start()
+	}
+	s.waitReady()
+	return s
+}
+
+func (s *system) waitReady() {
+	s.t.Helper()
+	waitHTTP(s.t, s.ordersURL+"/readyz", 200, 20*time.Second)
+	waitHTTP(s.t, s.notifyURL+"/readyz", 200, 20*time.Second)
+	waitHTTP(s.t, "http://"+s.dispAddr+"/readyz", 200, 20*time.Second)
+}
+
+type createdOrder struct {
+	OrderID       string `json:"order_id"`
+	Status        string `json:"status"`
+	EventID       string `json:"event_id"`
+	CustomerEmail string `json:"customer_email"`
+	AmountMinor   int64  `json:"amount_minor"`
+	Currency      string `json:"currency"`
+}
+
+func (s *system) createOrder(key, email string) createdOrder {
+	s.t.Helper()
+	body := fmt.Sprintf(`{"product_name":"Book","quantity":2,"price_per_item":10.50,"customer_email":%q}`, email)
+	req, _ := http.NewRequest(http.MethodPost, s.ordersURL+"/orders", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if key != "" {
+		req.Header.Set("Idempotency-Key", key)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusCreated {
+		s.t.Fatalf("POST /orders = %d %s", resp.StatusCode, b)
+	}
+	var o createdOrder
+	if err := json.Unmarshal(b, &o); err != nil {
+		s.t.Fatal(err)
+	}
+	return o
+}
+
+// emailsFor returns the emails whose Subject names the order.
+func (s *system) emailsFor(orderID string) []smtptest.Message {
+	var out []smtptest.Message
+	for _, m := range s.mail.Messages() {
+		if strings.Contains(m.Header.Get("Subject"), orderID) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (s *system) waitEmail(orderID string, timeout time.Duration) smtptest.Message {
+	s.t.Helper()
+	eventually(s.t, timeout, "the email for order "+orderID, func() bool { return len(s.emailsFor(orderID)) > 0 })
+	return s.emailsFor(orderID)[0]
+}
+
+// settle waits until nothing is pending anywhere: the dispatcher's consumer
+// has delivered and acked everything and the notification queue is empty.
+// After that, no further email can appear for what was sent before.
+func (s *system) settle(timeout time.Duration) {
+	s.t.Helper()
+	ctx := context.Background()
+	eventually(s.t, timeout, "the pipeline to drain", func() bool {
+		c, err := s.js.Consumer(ctx, "ORDERS", "dispatcher")
+		if err != nil {
+			return false
+		}
+		ci, err := c.Info(ctx)
+		if err != nil || ci.NumPending != 0 || ci.NumAckPending != 0 || ci.NumRedelivered != 0 {
+			return false
+		}
+		st, err := s.js.Stream(ctx, "NOTIFICATIONS")
+		if err != nil {
+			return false
+		}
+		info, err := st.Info(ctx)
+		return err == nil && info.State.Msgs == 0
+	})
+}
