@@ -308,6 +308,18 @@ func startSystem(t *testing.T, o options) *system {
 	for _, p := range []*proc{s.orders, s.notifier, s.dispatcher} {
 		p.start()
 	}
+	// Secrets never reach the logs: checked on every process's whole output
+	// once the test is over (cleanups run last-in, first-out, so this runs
+	// after the processes were stopped and their output is complete).
+	key := strings.TrimPrefix(secret, "whsec_")
+	t.Cleanup(func() {
+		for _, p := range []*proc{s.orders, s.notifier, s.dispatcher} {
+			p.kill()
+			if strings.Contains(p.out.String(), key) {
+				t.Errorf("%s logged the webhook secret", p.name)
+			}
+		}
+	})
 	s.waitReady()
 	return s
 }
