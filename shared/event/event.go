@@ -130,7 +130,62 @@ func DecodeJSON(body []byte, v any) error {
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return &SyntaxError{Reason: "unexpected data after the JSON value"}
 	}
+	if key, ok := duplicateKey(body); ok {
+		return &SyntaxError{Reason: fmt.Sprintf("duplicate key %q", key)}
+	}
 	return nil
+}
+
+// duplicateKey finds an object key that occurs twice in the same object.
+// encoding/json silently keeps the last one, so a body that a signature
+// verifier, a proxy and this decoder could read differently is refused.
+// body must already be known to be valid JSON.
+func duplicateKey(body []byte) (string, bool) {
+	type frame struct {
+		object    bool
+		expectKey bool
+		keys      map[string]struct{}
+	}
+	var stack []*frame
+	valueDone := func() {
+		if n := len(stack); n > 0 && stack[n-1].object {
+			stack[n-1].expectKey = true
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		if n := len(stack); n > 0 && stack[n-1].object && stack[n-1].expectKey {
+			top := stack[n-1]
+			if d, ok := tok.(json.Delim); ok && d == '}' {
+				stack = stack[:n-1]
+				valueDone()
+				continue
+			}
+			key, _ := tok.(string)
+			if _, seen := top.keys[key]; seen {
+				return key, true
+			}
+			top.keys[key] = struct{}{}
+			top.expectKey = false
+			continue
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &frame{object: true, expectKey: true, keys: map[string]struct{}{}})
+		case json.Delim('['):
+			stack = append(stack, &frame{})
+		case json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			valueDone()
+		default:
+			valueDone()
+		}
+	}
 }
 
 func jsonKind(goKind string) string {
@@ -163,10 +218,12 @@ func ValidOrderID(id string) bool {
 	return err == nil && u.String() == id
 }
 
-// ValidEmail reports whether s is a single bare address such as
-// ada@example.com: no display name, no control characters.
+// ValidEmail reports whether s is a single bare ASCII address such as
+// ada@example.com: no display name, no spaces or control characters. ASCII
+// because delivering to internationalised addresses needs SMTPUTF8, which
+// the mail path does not promise.
 func ValidEmail(s string) bool {
-	if s == "" || len(s) > MaxEmailLen || strings.ContainsFunc(s, func(r rune) bool { return r < 0x21 || r == 0x7f }) {
+	if s == "" || len(s) > MaxEmailLen || strings.ContainsFunc(s, func(r rune) bool { return r < 0x21 || r >= 0x7f }) {
 		return false
 	}
 	a, err := mail.ParseAddress(s)

@@ -71,6 +71,9 @@ func TestDecodeRejects(t *testing.T) {
 		{"trailing garbage", valid + `x`, true, ""},
 		{"two objects", valid + valid, true, ""},
 		{"array", `[]`, true, ""},
+		{"duplicate top-level key", strings.Replace(valid, `"type":"order.paid"`, `"type":"order.paid","type":"order.paid"`, 1), true, ""},
+		{"duplicate nested key", strings.Replace(valid, `"quantity":2`, `"quantity":2,"quantity":200`, 1), true, ""},
+		{"unicode email", strings.Replace(valid, `ada@example.com`, `ädä@example.com`, 1), false, "data.customer_email"},
 		{"invalid utf-8", "{\"id\":\"\xff\"}", true, ""},
 		{"wrong type for quantity", strings.Replace(valid, `"quantity":2`, `"quantity":"2"`, 1), false, "data.quantity"},
 		{"float quantity", strings.Replace(valid, `"quantity":2`, `"quantity":2.5`, 1), false, "data.quantity"},
@@ -104,6 +107,29 @@ func TestDecodeRejects(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDuplicateKeyScope: the same key in different objects, or in objects
+// inside arrays, is not a duplicate.
+func TestDuplicateKeyScope(t *testing.T) {
+	for _, body := range []string{
+		`{"a":{"id":1},"id":2}`,
+		`{"a":[{"id":1},{"id":2}],"b":[[],{}],"id":3}`,
+		`{"a":{},"b":{"a":{"a":1}}}`,
+	} {
+		if key, dup := duplicateKey([]byte(body)); dup {
+			t.Errorf("duplicateKey(%s) = %q, want none", body, key)
+		}
+	}
+	for body, want := range map[string]string{
+		`{"a":1,"a":2}`:              "a",
+		`{"x":[{"b":1,"b":1}]}`:      "b",
+		`{"x":{"y":{}},"z":0,"x":1}`: "x",
+	} {
+		if key, dup := duplicateKey([]byte(body)); !dup || key != want {
+			t.Errorf("duplicateKey(%s) = %q, %v; want %q", body, key, dup, want)
+		}
 	}
 }
 

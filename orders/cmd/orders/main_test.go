@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -108,6 +110,30 @@ func post(t *testing.T, url, contentType, key string, body []byte) response {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return response{resp.StatusCode, resp.Header, b, time.Since(start)}
+}
+
+// postHuge sends a body far over the limit the way a streaming client does:
+// it reads the answer while still writing, because the server answers 413
+// and closes without reading the rest.
+func postHuge(t *testing.T, base, contentType string, body []byte) response {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(base, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	go func() {
+		fmt.Fprintf(conn, "POST /orders HTTP/1.1\r\nHost: test\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n", contentType, len(body))
+		_, _ = conn.Write(body)
+	}()
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("reading the answer to a %d-byte body: %v", len(body), err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return response{status: resp.StatusCode, header: resp.Header, body: b}
 }
 
 const validOrder = `{"product_name":"Book","quantity":2,"price_per_item":10.50,"customer_email":"ada@example.com"}`
@@ -270,10 +296,39 @@ func TestBadInput(t *testing.T) {
 		{"missing everything", "application/json", "", `{}`, 422, "product_name"},
 		{"oversized idempotency key", "application/json", strings.Repeat("k", 300), validOrder, 422, "Idempotency-Key"},
 		{"body over 64 KiB", "application/json", "", `{"product_name":"` + strings.Repeat("x", 70<<10) + `"}`, 413, ""},
+		{"10 MiB body", "application/json", "", `{"product_name":"` + strings.Repeat("x", 10<<20) + `"}`, 413, ""},
+		{"truncated json", "application/json", "", validOrder[:len(validOrder)-10], 400, ""},
+		{"single quotes", "application/json", "", `{'product_name':'x'}`, 400, ""},
+		{"duplicate key", "application/json", "", strings.Replace(validOrder, `"quantity":2`, `"quantity":2,"quantity":2000`, 1), 400, ""},
+		{"two json values", "application/json", "", validOrder + validOrder, 400, ""},
+		{"invalid utf-8", "application/json", "", "{\"product_name\":\"\xff\xfe\",\"quantity\":1,\"price_per_item\":1,\"customer_email\":\"a@b.co\"}", 400, ""},
+		{"form content type", "application/x-www-form-urlencoded", "", `product_name=x`, 415, ""},
+		{"negative quantity", "application/json", "", `{"product_name":"x","quantity":-3,"price_per_item":1,"customer_email":"a@b.co"}`, 422, "quantity"},
+		{"quantity overflows int64", "application/json", "", `{"product_name":"x","quantity":99999999999999999999999,"price_per_item":1,"customer_email":"a@b.co"}`, 422, "quantity"},
+		{"quantity in exponent notation", "application/json", "", `{"product_name":"x","quantity":1e3,"price_per_item":1,"customer_email":"a@b.co"}`, 422, "quantity"},
+		{"price in exponent notation", "application/json", "", `{"product_name":"x","quantity":1,"price_per_item":1.5e1,"customer_email":"a@b.co"}`, 422, "price_per_item"},
+		{"price string with exponent", "application/json", "", `{"product_name":"x","quantity":1,"price_per_item":"1e2","customer_email":"a@b.co"}`, 422, "price_per_item"},
+		{"price string with spaces", "application/json", "", `{"product_name":"x","quantity":1,"price_per_item":" 1.00 ","customer_email":"a@b.co"}`, 422, "price_per_item"},
+		{"price with thousands separator", "application/json", "", `{"product_name":"x","quantity":1,"price_per_item":"1,000.00","customer_email":"a@b.co"}`, 422, "price_per_item"},
+		{"price too large", "application/json", "", `{"product_name":"x","quantity":1,"price_per_item":99999999999999999999,"customer_email":"a@b.co"}`, 422, "price_per_item"},
+		{"amount overflows", "application/json", "", `{"product_name":"x","quantity":10000,"price_per_item":"90000000000000.00","customer_email":"a@b.co"}`, 422, "price_per_item"},
+		{"control character in name", "application/json", "", `{"product_name":"Bo\u0000ok","quantity":1,"price_per_item":1,"customer_email":"a@b.co"}`, 422, "product_name"},
+		{"newline in name", "application/json", "", `{"product_name":"Book\nBcc: x","quantity":1,"price_per_item":1,"customer_email":"a@b.co"}`, 422, "product_name"},
+		{"name as object", "application/json", "", `{"product_name":{"x":1},"quantity":1,"price_per_item":1,"customer_email":"a@b.co"}`, 422, "product_name"},
+		{"null name", "application/json", "", `{"product_name":null,"quantity":1,"price_per_item":1,"customer_email":"a@b.co"}`, 422, "product_name"},
+		{"unicode email", "application/json", "", `{"product_name":"x","quantity":1,"price_per_item":1,"customer_email":"ädä@example.com"}`, 422, "customer_email"},
+		{"display-name email", "application/json", "", `{"product_name":"x","quantity":1,"price_per_item":1,"customer_email":"Ada <a@b.co>"}`, 422, "customer_email"},
+		{"lower-case currency", "application/json", "", `{"product_name":"x","quantity":1,"price_per_item":1,"customer_email":"a@b.co","currency":"usd"}`, 422, "currency"},
+		{"currency as number", "application/json", "", `{"product_name":"x","quantity":1,"price_per_item":1,"customer_email":"a@b.co","currency":840}`, 422, "currency"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := post(t, s.base+"/orders", tt.contentType, tt.key, []byte(tt.body))
+			var r response
+			if len(tt.body) > 1<<20 {
+				r = postHuge(t, s.base, tt.contentType, []byte(tt.body))
+			} else {
+				r = post(t, s.base+"/orders", tt.contentType, tt.key, []byte(tt.body))
+			}
 			if r.status != tt.status {
 				t.Fatalf("status = %d, want %d (%s)", r.status, tt.status, r.body)
 			}
@@ -293,14 +348,30 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
-	for _, path := range []string{"/orders/nope", "/orders/0193a5b2-7c1d-7aaa-8bbb-0123456789ab", "/orders/..%2F"} {
-		resp, err := http.Get(s.base + path)
+	gets := []struct {
+		path   string
+		status int
+	}{
+		{"/orders/nope", 404},
+		{"/orders/0193a5b2-7c1d-7aaa-8bbb-0123456789ab", 404},
+		{"/orders/..%2F", 404},
+		{"/orders/0193a5b2.7c1d.7aaa.8bbb.0123456789ab", 404},
+		{"/orders/0193a5b2-7c1d-7aaa-8bbb-0123456789ab%0A", 404},
+		{"/orders/0193A5B2-7C1D-7AAA-8BBB-0123456789AB", 404},
+		{"/orders/orders.paid.>", 404},
+		{"/orders/%00", 404},
+		{"/orders/" + strings.Repeat("a", 2000), 404},
+		// A request line longer than the server's read buffer.
+		{"/orders/" + strings.Repeat("a", 8000), 431},
+	}
+	for _, g := range gets {
+		resp, err := http.Get(s.base + g.path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != 404 || resp.Header.Get("Content-Type") != "application/problem+json" {
-			t.Fatalf("GET %s = %d %s", path, resp.StatusCode, resp.Header.Get("Content-Type"))
+		if resp.StatusCode != g.status || resp.Header.Get("Content-Type") != "application/problem+json" {
+			t.Fatalf("GET %.60s = %d %s, want %d problem+json", g.path, resp.StatusCode, resp.Header.Get("Content-Type"), g.status)
 		}
 	}
 	if n := streamMsgs(t, js); n != 0 {

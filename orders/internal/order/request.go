@@ -5,8 +5,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strconv"
-	"strings"
 
 	"github.com/jethook/jethook/shared/event"
 	"github.com/jethook/jethook/shared/money"
@@ -31,6 +31,8 @@ func (r Request) Fingerprint() string {
 	h := sha256.Sum256(fmt.Appendf(nil, "%q|%d|%d|%q|%q", r.ProductName, r.Quantity, r.PriceMinor, r.Currency, r.CustomerEmail))
 	return hex.EncodeToString(h[:])
 }
+
+var plainDecimal = regexp.MustCompile(`^-?[0-9]{1,20}(\.[0-9]{1,20})?$`)
 
 var knownFields = map[string]bool{
 	"product_name": true, "quantity": true, "price_per_item": true, "customer_email": true, "currency": true,
@@ -125,23 +127,18 @@ func priceField(raw map[string]json.RawMessage, currency string, errs map[string
 		errs["price_per_item"] = "is required"
 		return 0
 	}
-	var text string
-	switch {
-	case len(v) > 0 && v[0] == '"':
+	text := string(v)
+	if len(v) > 0 && v[0] == '"' {
 		if err := json.Unmarshal(v, &text); err != nil {
 			errs["price_per_item"] = "must be a number or a decimal string"
 			return 0
 		}
-		// A string must look like a plain decimal; exponents and signs are
-		// JSON-number syntax only.
-		if strings.ContainsAny(text, "eE+") {
-			errs["price_per_item"] = "must be a decimal such as \"10.50\""
-			return 0
-		}
-	case len(v) > 0 && (v[0] == '-' || (v[0] >= '0' && v[0] <= '9')):
-		text = string(v)
-	default:
-		errs["price_per_item"] = "must be a number or a decimal string"
+	}
+	// Only plain decimals: an exponent ("1e2"), a plus sign, spaces or a
+	// thousands separator make a price easy to misread, so they are refused
+	// rather than guessed at.
+	if !plainDecimal.MatchString(text) {
+		errs["price_per_item"] = "must be a plain decimal such as 10.50 or \"10.50\""
 		return 0
 	}
 	minor, err := money.ParseDecimal(text, currency)

@@ -145,7 +145,7 @@ func TestParseRequestExactMoney(t *testing.T) {
 	}{
 		{"float trap as number", `{"product_name":"x","quantity":3,"price_per_item":0.1,"customer_email":"a@b.co"}`, 30},
 		{"decimal string", `{"product_name":"x","quantity":1,"price_per_item":"19.99","customer_email":"a@b.co"}`, 1999},
-		{"exponent number", `{"product_name":"x","quantity":1,"price_per_item":1.5e1,"customer_email":"a@b.co"}`, 1500},
+		{"trailing zeros", `{"product_name":"x","quantity":1,"price_per_item":15.000,"customer_email":"a@b.co"}`, 1500},
 		{"zero-decimal currency", `{"product_name":"x","quantity":2,"price_per_item":500,"customer_email":"a@b.co","currency":"JPY"}`, 1000},
 	}
 	for _, tt := range tests {
