@@ -105,6 +105,14 @@ func (h *Handler) Serve(c *fiber.Ctx) error {
 
 func (h *Handler) serve(c *fiber.Ctx) (result, error) {
 	res := result{eventID: c.Get(webhook.HeaderID)}
+	// A webhook header sent twice is refused: which copy counts would
+	// depend on the parser, and a proxy might read the other one.
+	for _, name := range []string{webhook.HeaderID, webhook.HeaderTimestamp, webhook.HeaderSignature} {
+		if len(c.Request().Header.PeekAll(name)) > 1 {
+			res.outcome = "forbidden"
+			return res, problem.New(http.StatusForbidden, "signature verification failed: "+name+" header sent more than once")
+		}
+	}
 	// The raw bytes, not c.Body(): that one would inflate a compressed body,
 	// past the size limit and past what was signed.
 	body := c.Request().Body()

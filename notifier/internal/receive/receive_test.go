@@ -337,6 +337,195 @@ func TestHandler(t *testing.T) {
 			wantStatus: 405,
 		},
 		{
+			name: "signature header with extra whitespace",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				req := signed(t, testSecret, id, time.Now(), body)
+				req.Header.Set(webhook.HeaderSignature, "  v1,bogus=   "+req.Header.Get(webhook.HeaderSignature)+"  ")
+				return req
+			},
+			wantStatus: 200, wantBody: "event_received", published: true,
+		},
+		{
+			name: "several signatures, one valid",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				req := signed(t, testSecret, id, time.Now(), body)
+				other := webhook.Sign(mustSecrets(t, otherSecret), id, time.Now(), body)
+				req.Header.Set(webhook.HeaderSignature, other+" v2,abc "+req.Header.Get(webhook.HeaderSignature))
+				return req
+			},
+			wantStatus: 200, wantBody: "event_received", published: true,
+		},
+		{
+			name: "several signatures, none valid",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				req := signed(t, otherSecret, id, time.Now(), body)
+				req.Header.Set(webhook.HeaderSignature, req.Header.Get(webhook.HeaderSignature)+" v1,AAAA v1,")
+				return req
+			},
+			wantStatus: 403,
+		},
+		{
+			name: "only an unknown signature version",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				req := signed(t, testSecret, id, time.Now(), body)
+				req.Header.Set(webhook.HeaderSignature, strings.Replace(req.Header.Get(webhook.HeaderSignature), "v1,", "v1a,", 1))
+				return req
+			},
+			wantStatus: 403,
+		},
+		{
+			name: "webhook-id header twice",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				req := signed(t, testSecret, id, time.Now(), body)
+				req.Header.Add(webhook.HeaderID, "evt_0193a5b2-7c1e-7d3a-9f00-1b2c3d4e5f60")
+				return req
+			},
+			wantStatus: 403,
+		},
+		{
+			name: "webhook-signature header twice",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				req := signed(t, testSecret, id, time.Now(), body)
+				req.Header.Add(webhook.HeaderSignature, "v1,AAAA")
+				return req
+			},
+			wantStatus: 403,
+		},
+		{
+			name: "oversized webhook-id",
+			request: func(t *testing.T, _ string, body []byte) *http.Request {
+				return signed(t, testSecret, "evt_"+strings.Repeat("a", 300), time.Now(), body)
+			},
+			wantStatus: 403,
+		},
+		{
+			name: "oversized signature header of junk",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				req := signed(t, testSecret, id, time.Now(), body)
+				req.Header.Set(webhook.HeaderSignature, strings.TrimSpace(strings.Repeat(" v1,AAAA", 400)))
+				return req
+			},
+			wantStatus: 403,
+		},
+		{
+			name: "timestamp in the year 3000",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				return signed(t, testSecret, id, time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC), body)
+			},
+			wantStatus: 403,
+		},
+		{
+			name: "timestamp not a number",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				req := signed(t, testSecret, id, time.Now(), body)
+				req.Header.Set(webhook.HeaderTimestamp, "yesterday")
+				return req
+			},
+			wantStatus: 403,
+		},
+		{
+			name: "timestamp overflows int64",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				req := signed(t, testSecret, id, time.Now(), body)
+				req.Header.Set(webhook.HeaderTimestamp, "99999999999999999999999")
+				return req
+			},
+			wantStatus: 403,
+		},
+		{
+			name: "webhook-id with dots, correctly signed",
+			request: func(t *testing.T, _ string, body []byte) *http.Request {
+				return signed(t, testSecret, "evt.a.b", time.Now(), body)
+			},
+			wantStatus: 422, wantFields: []string{"id"},
+		},
+		{
+			name: "empty body",
+			request: func(t *testing.T, id string, _ []byte) *http.Request {
+				return signed(t, testSecret, id, time.Now(), []byte{})
+			},
+			wantStatus: 400,
+		},
+		{
+			name: "null body",
+			request: func(t *testing.T, id string, _ []byte) *http.Request {
+				return signed(t, testSecret, id, time.Now(), []byte("null"))
+			},
+			wantStatus: 422,
+		},
+		{
+			name: "trailing garbage",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				return signed(t, testSecret, id, time.Now(), append(bytes.Clone(body), "garbage"...))
+			},
+			wantStatus: 400,
+		},
+		{
+			name: "duplicate JSON key",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				dup := bytes.Replace(body, []byte(`"quantity":2`), []byte(`"quantity":2,"quantity":9999`), 1)
+				return signed(t, testSecret, id, time.Now(), dup)
+			},
+			wantStatus: 400,
+		},
+		{
+			name: "invalid UTF-8",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				bad := bytes.Replace(body, []byte("Book"), []byte("Bo\xffk"), 1)
+				return signed(t, testSecret, id, time.Now(), bad)
+			},
+			wantStatus: 400,
+		},
+		{
+			name: "quantity as a string",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				bad := bytes.Replace(body, []byte(`"quantity":2`), []byte(`"quantity":"2"`), 1)
+				return signed(t, testSecret, id, time.Now(), bad)
+			},
+			wantStatus: 422, wantFields: []string{"data.quantity"},
+		},
+		{
+			name: "amount overflows int64",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				bad := bytes.Replace(body, []byte(`"amount_minor":2100`), []byte(`"amount_minor":1e30`), 1)
+				return signed(t, testSecret, id, time.Now(), bad)
+			},
+			wantStatus: 422, wantFields: []string{"data.amount_minor"},
+		},
+		{
+			name: "control character in product name",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				bad := bytes.Replace(body, []byte(`"Book"`), []byte(`"Book\r\nBcc: x@y.z"`), 1)
+				return signed(t, testSecret, id, time.Now(), bad)
+			},
+			wantStatus: 422, wantFields: []string{"data.product_name"},
+		},
+		{
+			name: "unknown event type",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				bad := bytes.Replace(body, []byte(`"order.paid"`), []byte(`"order.refunded"`), 1)
+				return signed(t, testSecret, id, time.Now(), bad)
+			},
+			wantStatus: 422, wantFields: []string{"type"},
+		},
+		{
+			name: "10 MiB body",
+			request: func(t *testing.T, id string, _ []byte) *http.Request {
+				big := []byte(`{"id":"` + id + `","pad":"` + strings.Repeat("x", 10<<20) + `"}`)
+				return signed(t, testSecret, id, time.Now(), big)
+			},
+			wantStatus: 413,
+		},
+		{
+			name: "no content type",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				req := signed(t, testSecret, id, time.Now(), body)
+				req.Header.Del("Content-Type")
+				return req
+			},
+			wantStatus: 415,
+		},
+		{
 			name: "already processed",
 			request: func(t *testing.T, id string, body []byte) *http.Request {
 				if _, err := f.kv.Put(context.Background(), id, []byte(processed.Done)); err != nil {
