@@ -21,6 +21,7 @@ import (
 	"github.com/jethook/jethook/dispatcher/internal/deliver"
 	"github.com/jethook/jethook/shared/health"
 	"github.com/jethook/jethook/shared/logs"
+	"github.com/jethook/jethook/shared/metrics"
 	"github.com/jethook/jethook/shared/natsx"
 	"github.com/jethook/jethook/shared/problem"
 )
@@ -77,6 +78,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("jetstream: %w", err)
 	}
 
+	reg := metrics.NewRegistry()
 	d := deliver.New(nc, js, deliver.Settings{
 		URL:         cfg.WebhookURL,
 		Secrets:     cfg.Secrets,
@@ -86,15 +88,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		HTTPTimeout: cfg.HTTPTimeout,
 		Concurrency: cfg.Concurrency,
 		Replicas:    cfg.StreamReplicas,
-	}, logger, deliver.NewHTTPClient(cfg.HTTPTimeout, cfg.Concurrency))
+	}, logger, deliver.NewHTTPClient(cfg.HTTPTimeout, cfg.Concurrency), deliver.NewMetrics(reg))
 
+	requests := metrics.NewHTTP(reg, metrics.HTTPConfig{Service: service, Logger: logger})
 	app := fiber.New(fiber.Config{
 		DisableStartupMessage: true,
-		ErrorHandler:          problem.ErrorHandler(logger),
+		ErrorHandler:          requests.ErrorHandler(problem.ErrorHandler(logger)),
 		ReadTimeout:           5 * time.Second,
 		WriteTimeout:          5 * time.Second,
 		IdleTimeout:           60 * time.Second,
 	})
+	app.Use(requests.Middleware())
+	metrics.Register(app, reg)
 	health.Register(app, d.Ready)
 
 	serveErr := make(chan error, 1)

@@ -56,13 +56,13 @@ func (d *Dispatcher) decide(err error, delivery uint64) decision {
 	case err == nil:
 		return decision{verdict: ack}
 	case errors.As(err, &permanent):
-		return decision{verdict: deadLetter, reason: "permanent failure"}
+		return decision{verdict: deadLetter, reason: reasonPermanent}
 	case errors.Is(err, errInterrupted):
 		// Our own shutdown is no reason to give an event up; if this was
 		// its last attempt, the spare delivery dead-letters it.
 		return decision{verdict: retry, delay: d.set.RetryBase}
 	case errors.Is(err, ErrExhausted), delivery >= uint64(d.set.MaxDeliver):
-		return decision{verdict: deadLetter, reason: "max deliveries reached"}
+		return decision{verdict: deadLetter, reason: reasonMaxDeliveries}
 	case errors.As(err, &status) && status.HasRetryAfter &&
 		(status.Status == http.StatusTooManyRequests || status.Status == http.StatusServiceUnavailable):
 		return decision{verdict: retry, delay: clamp(status.RetryAfter, d.set.RetryBase, d.set.RetryMax)}
@@ -98,11 +98,13 @@ func (d *Dispatcher) handle(ctx, settleCtx context.Context, msg jetstream.Msg) {
 		a.attempts++
 		a.status, a.err = d.post(ctx, id, msg.Data())
 		a.duration = time.Since(start)
+		d.metrics.attempted(a)
 	}
 	d.settle(settleCtx, msg, meta, a, d.decide(a.err, a.delivery))
 }
 
-// settle carries out the decision and logs the attempt, one line each.
+// settle carries out the decision, and logs and counts the attempt, one
+// line and one outcome each.
 func (d *Dispatcher) settle(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, a attempt, dec decision) {
 	ctx, cancel := context.WithTimeout(ctx, settleTimeout)
 	defer cancel()
@@ -115,22 +117,24 @@ func (d *Dispatcher) settle(ctx context.Context, msg jetstream.Msg, meta *jetstr
 	)
 	switch dec.verdict {
 	case ack:
+		d.metrics.settled(a, outcomeDelivered, "")
 		// A lost ack costs a duplicate webhook, so wait for the server to
 		// confirm it.
 		if err := msg.DoubleAck(ctx); err != nil {
 			log.Warn("webhook delivered, ack not confirmed; it may be delivered again",
-				"outcome", "delivered", "error", err.Error())
+				"outcome", outcomeDelivered, "error", err.Error())
 			return
 		}
-		log.Info("webhook delivered", "outcome", "delivered")
+		log.Info("webhook delivered", "outcome", outcomeDelivered)
 
 	case retry:
+		d.metrics.settled(a, outcomeRetry, "")
 		if err := msg.NakWithDelay(dec.delay); err != nil {
 			log.Warn("webhook failed and nak failed; the server redelivers after AckWait",
-				"outcome", "retry", "error", errors.Join(a.err, err).Error())
+				"outcome", outcomeRetry, "error", errors.Join(a.err, err).Error())
 			return
 		}
-		log.Warn("webhook failed, will retry", "outcome", "retry", "retry_in", dec.delay.String(), "error", a.err.Error())
+		log.Warn("webhook failed, will retry", "outcome", outcomeRetry, "retry_in", dec.delay.String(), "error", a.err.Error())
 
 	case deadLetter:
 		if err := d.deadLetter(ctx, msg, meta, a); err != nil {
@@ -139,18 +143,20 @@ func (d *Dispatcher) settle(ctx context.Context, msg jetstream.Msg, meta *jetstr
 			if nakErr := msg.NakWithDelay(delay); nakErr != nil {
 				err = errors.Join(err, nakErr)
 			}
-			log.Error("dead-letter copy failed, will retry", "outcome", "retry", "retry_in", delay.String(),
+			d.metrics.settled(a, outcomeRetry, "")
+			log.Error("dead-letter copy failed, will retry", "outcome", outcomeRetry, "retry_in", delay.String(),
 				"error", errors.Join(a.err, err).Error())
 			return
 		}
+		d.metrics.settled(a, outcomeDeadLettered, dec.reason)
 		if err := msg.TermWithReason(dec.reason); err != nil {
 			// The copy is safe; a redelivery is dead-lettered again under
 			// the same Nats-Msg-Id and deduplicated.
-			log.Warn("dead-lettered, term failed", "outcome", "dead_lettered", "reason", dec.reason,
+			log.Warn("dead-lettered, term failed", "outcome", outcomeDeadLettered, "reason", dec.reason,
 				"error", errors.Join(a.err, err).Error())
 			return
 		}
-		log.Error("webhook dead-lettered", "outcome", "dead_lettered", "reason", dec.reason, "error", a.err.Error())
+		log.Error("webhook dead-lettered", "outcome", outcomeDeadLettered, "reason", dec.reason, "error", a.err.Error())
 	}
 }
 

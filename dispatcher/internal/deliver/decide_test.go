@@ -15,7 +15,7 @@ import (
 
 func TestDecide(t *testing.T) {
 	const base, ceiling = 50 * time.Millisecond, 200 * time.Millisecond
-	d := New(nil, nil, Settings{RetryBase: base, RetryMax: ceiling, MaxDeliver: 3}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	d := New(nil, nil, Settings{RetryBase: base, RetryMax: ceiling, MaxDeliver: 3}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil)
 	refused := &url.Error{Op: "Post", URL: "http://127.0.0.1:1", Err: &net.OpError{Op: "dial", Err: errors.New("connection refused")}}
 
 	tests := []struct {

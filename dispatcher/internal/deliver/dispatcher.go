@@ -55,20 +55,22 @@ type Settings struct {
 
 // Dispatcher delivers the ORDERS events to one webhook receiver.
 type Dispatcher struct {
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	set    Settings
-	log    *slog.Logger
-	client *http.Client
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	set     Settings
+	log     *slog.Logger
+	client  *http.Client
+	metrics *Metrics
 }
 
-// New returns a Dispatcher; client should come from NewHTTPClient.
-func New(nc *nats.Conn, js jetstream.JetStream, set Settings, logger *slog.Logger, client *http.Client) *Dispatcher {
+// New returns a Dispatcher; client should come from NewHTTPClient, and m
+// from NewMetrics (nil records nothing).
+func New(nc *nats.Conn, js jetstream.JetStream, set Settings, logger *slog.Logger, client *http.Client, m *Metrics) *Dispatcher {
 	if set.ShutdownGrace <= 0 {
 		set.ShutdownGrace = DefaultShutdownGrace
 	}
 	set.Concurrency = max(set.Concurrency, 1)
-	return &Dispatcher{nc: nc, js: js, set: set, log: logger, client: client}
+	return &Dispatcher{nc: nc, js: js, set: set, log: logger, client: client, metrics: m}
 }
 
 // ConsumerConfig is the durable "dispatcher" consumer on ORDERS. It has no

@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/jethook/jethook/dispatcher/internal/deliver"
 	"github.com/jethook/jethook/shared/event"
@@ -120,7 +121,8 @@ func newHarness(t *testing.T, set deliver.Settings) *harness {
 	nc, js := natstest.Connect(t, srv.URL())
 	h := &harness{srv: srv, nc: nc, js: js, logs: &logBuffer{}}
 	logger := slog.New(slog.NewJSONHandler(h.logs, nil))
-	h.d = deliver.New(nc, js, set, logger, deliver.NewHTTPClient(set.HTTPTimeout, set.Concurrency))
+	h.d = deliver.New(nc, js, set, logger, deliver.NewHTTPClient(set.HTTPTimeout, set.Concurrency),
+		deliver.NewMetrics(prometheus.NewRegistry()))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := h.d.Provision(ctx); err != nil {

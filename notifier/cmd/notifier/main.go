@@ -22,6 +22,7 @@ import (
 	"github.com/jethook/jethook/notifier/internal/processed"
 	"github.com/jethook/jethook/notifier/internal/receive"
 	"github.com/jethook/jethook/shared/logs"
+	"github.com/jethook/jethook/shared/metrics"
 	"github.com/jethook/jethook/shared/natsx"
 	"github.com/jethook/jethook/shared/webhook"
 )
@@ -72,11 +73,13 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		return err
 	}
 
+	reg := metrics.NewRegistry()
 	store := processed.New(js, cfg.ClaimTTL())
 	worker := &email.Worker{
 		Store:          store,
 		Sender:         sender(cfg, logger),
 		Logger:         logger,
+		Metrics:        email.NewMetrics(reg, js),
 		RetryBase:      cfg.EmailRetryBase,
 		RetryMax:       cfg.EmailRetryMax,
 		MessageTimeout: cfg.SMTPTimeout + 10*time.Second,
@@ -109,6 +112,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		JS:       js,
 		Store:    store,
 		Logger:   logger,
+		Metrics:  receive.NewMetrics(reg),
 	}
 	app := receive.NewApp(handler, logger, func(ctx context.Context) error {
 		return natsx.Check(ctx, nc, js, requirement)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/textproto"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -46,6 +47,8 @@ type Worker struct {
 	Store  *processed.Store
 	Sender Sender
 	Logger *slog.Logger
+	// Metrics counts the emails; nil counts nothing.
+	Metrics *Metrics
 	// RetryBase and RetryMax bound the exponential delay before a failed
 	// email is tried again.
 	RetryBase, RetryMax time.Duration
@@ -131,6 +134,7 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) {
 	}
 	ev, d := w.handle(ctx, msg, attempt)
 	settleErr := w.settle(ctx, msg, d)
+	w.Metrics.handled(d.outcome)
 
 	attrs := []any{
 		"event_id", ev.ID, "order_id", ev.Data.OrderID, "attempt", attempt,
@@ -141,6 +145,9 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) {
 	}
 	level := slog.LevelInfo
 	if d.err != nil {
+		if code := smtpCode(d.err); code != 0 {
+			attrs = append(attrs, "smtp_code", code)
+		}
 		attrs = append(attrs, "error", d.err)
 		level = slog.LevelWarn
 		if d.action != retry {
@@ -176,7 +183,10 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, attempt uint64) 
 	// A slow mail server must not make JetStream hand the message to
 	// another worker while this one is still sending.
 	_ = msg.InProgress()
-	if err := w.Sender.Send(ctx, NewMessage(ev)); err != nil {
+	start := time.Now()
+	err = w.Sender.Send(ctx, NewMessage(ev))
+	w.Metrics.sendTook(time.Since(start))
+	if err != nil {
 		// The send may have ended because ctx did; releasing must not.
 		relCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
@@ -216,6 +226,16 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, d decision) erro
 // do not all retry together.
 func (w *Worker) backoff(attempt uint64) time.Duration {
 	return backoff.Exponential(orDefault(w.RetryBase, time.Second), orDefault(w.RetryMax, 5*time.Minute), attempt)
+}
+
+// smtpCode returns the reply code of the SMTP server's refusal behind err,
+// or 0 when the server did not refuse (a timeout, a refused connection).
+func smtpCode(err error) int {
+	var tp *textproto.Error
+	if errors.As(err, &tp) {
+		return tp.Code
+	}
+	return 0
 }
 
 func orDefault(d, def time.Duration) time.Duration {

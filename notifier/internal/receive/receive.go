@@ -16,6 +16,7 @@ import (
 	"github.com/jethook/jethook/notifier/internal/processed"
 	"github.com/jethook/jethook/shared/event"
 	"github.com/jethook/jethook/shared/health"
+	"github.com/jethook/jethook/shared/metrics"
 	"github.com/jethook/jethook/shared/problem"
 	"github.com/jethook/jethook/shared/webhook"
 )
@@ -44,30 +45,46 @@ type Handler struct {
 	Conn     Conn
 	JS       jetstream.JetStream
 	Store    *processed.Store
-	Logger   *slog.Logger
+	// Logger receives one line per request, written by the middleware
+	// that NewApp installs, with what Serve adds about the webhook.
+	Logger *slog.Logger
+	// Metrics counts the webhooks by outcome; NewApp sets a fresh one
+	// when it is nil.
+	Metrics *Metrics
 	// Timeout bounds the NATS work of one request; zero means
 	// DefaultTimeout.
 	Timeout time.Duration
 }
 
-// NewApp returns the notifier's HTTP server: the webhook route and the
-// health endpoints, with every error answered as problem+json.
+// NewApp returns the notifier's HTTP server: the webhook route, the health
+// endpoints and /metrics, with every error answered as problem+json (logger
+// gets the cause of a 500) and every request counted and logged.
 func NewApp(h *Handler, logger *slog.Logger, ready func(context.Context) error) *fiber.App {
+	if h.Metrics == nil {
+		h.Metrics = NewMetrics(metrics.NewRegistry())
+	}
+	requests := metrics.NewHTTP(h.Metrics.reg, metrics.HTTPConfig{
+		Service: "notifier",
+		Logger:  h.Logger,
+		Observe: h.Metrics.observe,
+	})
 	app := fiber.New(fiber.Config{
 		AppName:               "jethook-notifier",
 		DisableStartupMessage: true,
-		ErrorHandler:          problem.ErrorHandler(logger),
+		ErrorHandler:          requests.ErrorHandler(problem.ErrorHandler(logger)),
 		BodyLimit:             MaxBodyBytes,
 		ReadTimeout:           10 * time.Second,
 		WriteTimeout:          10 * time.Second,
 		IdleTimeout:           60 * time.Second,
 	})
+	app.Use(requests.Middleware())
+	metrics.Register(app, h.Metrics.reg)
 	health.Register(app, ready)
 	app.Post(Path, h.Serve)
 	return app
 }
 
-// result is what became of one request, for its log line.
+// result is what became of one request, for its log line and metrics.
 type result struct {
 	outcome string
 	eventID string
@@ -76,31 +93,26 @@ type result struct {
 	cause error
 }
 
-// Serve handles one webhook and logs one line about it.
+// Serve handles one webhook and counts it. Its log line is the request's
+// own, written by the middleware with the ids and outcome added here (and
+// the status, and the reason of a refusal).
 func (h *Handler) Serve(c *fiber.Ctx) error {
-	start := time.Now()
 	res, err := h.serve(c)
-	status := http.StatusOK
-	level := slog.LevelInfo
+	h.Metrics.receivedOne(res.outcome)
 	attrs := []any{"event_id", res.eventID, "order_id", res.orderID, "outcome", res.outcome}
-	var p *problem.Problem
-	if errors.As(err, &p) {
-		status = p.Status
-		level = slog.LevelWarn
-		attrs = append(attrs, "reason", p.Detail)
-		if errs := p.Errors; len(errs) > 0 {
-			attrs = append(attrs, "errors", errs)
-		}
-	}
 	if res.cause != nil {
-		attrs = append(attrs, "error", res.cause)
+		attrs = append(attrs, "error", res.cause.Error())
 	}
-	attrs = append(attrs, "status", status, "duration_ms", time.Since(start).Milliseconds())
-	h.Logger.Log(c.UserContext(), level, "webhook "+res.outcome, attrs...)
+	metrics.Annotate(c, attrs...)
 	if err != nil {
 		return err
 	}
-	return c.JSON(fiber.Map{"status": res.outcome})
+	// The answer's status words are part of the webhook contract.
+	status := "event_received"
+	if res.outcome == outcomeDuplicate {
+		status = "duplicate"
+	}
+	return c.JSON(fiber.Map{"status": status})
 }
 
 func (h *Handler) serve(c *fiber.Ctx) (result, error) {
@@ -109,7 +121,7 @@ func (h *Handler) serve(c *fiber.Ctx) (result, error) {
 	// depend on the parser, and a proxy might read the other one.
 	for _, name := range []string{webhook.HeaderID, webhook.HeaderTimestamp, webhook.HeaderSignature} {
 		if len(c.Request().Header.PeekAll(name)) > 1 {
-			res.outcome = "forbidden"
+			res.outcome = outcomeForged
 			return res, problem.New(http.StatusForbidden, "signature verification failed: "+name+" header sent more than once")
 		}
 	}
@@ -118,11 +130,11 @@ func (h *Handler) serve(c *fiber.Ctx) (result, error) {
 	body := c.Request().Body()
 	err := h.Verifier.Verify(c.Get(webhook.HeaderID), c.Get(webhook.HeaderTimestamp), c.Get(webhook.HeaderSignature), body)
 	if err != nil {
-		res.outcome = "forbidden"
+		res.outcome = outcomeForged
 		return res, problem.New(http.StatusForbidden, "signature verification failed: "+err.Error())
 	}
 	if detail := checkContentType(c); detail != "" {
-		res.outcome = "unsupported_media_type"
+		res.outcome = outcomeUnsupportedMediaType
 		return res, problem.New(http.StatusUnsupportedMediaType, detail)
 	}
 	ev, err := event.Decode(body)
@@ -130,36 +142,36 @@ func (h *Handler) serve(c *fiber.Ctx) (result, error) {
 	var validationErr *event.ValidationError
 	switch {
 	case errors.As(err, &syntaxErr):
-		res.outcome = "malformed"
+		res.outcome = outcomeMalformed
 		return res, problem.New(http.StatusBadRequest, syntaxErr.Error())
 	case errors.As(err, &validationErr):
-		res.outcome = "invalid"
+		res.outcome = outcomeInvalid
 		return res, problem.Invalid(validationErr.Fields)
 	case err != nil:
-		res.outcome = "malformed"
+		res.outcome = outcomeMalformed
 		return res, problem.New(http.StatusBadRequest, err.Error())
 	}
 	res.orderID = ev.Data.OrderID
 	if ev.ID != res.eventID {
-		res.outcome = "invalid"
+		res.outcome = outcomeInvalid
 		return res, problem.Invalid(map[string]string{"id": "must equal the " + webhook.HeaderID + " header"})
 	}
 
 	// Without a connection every NATS call would wait for the timeout;
 	// the sender is better served by a 503 at once.
 	if !h.Conn.IsConnected() {
-		res.outcome = "unavailable"
+		res.outcome = outcomeUnavailable
 		return res, unavailable(c, "not connected to NATS")
 	}
 	ctx, cancel := context.WithTimeout(c.UserContext(), h.timeout())
 	defer cancel()
 	state, err := h.Store.Lookup(ctx, ev.ID)
 	if err != nil {
-		res.outcome, res.cause = "unavailable", err
+		res.outcome, res.cause = outcomeUnavailable, err
 		return res, unavailable(c, "idempotency store unavailable")
 	}
 	if state != "" {
-		res.outcome = "duplicate"
+		res.outcome = outcomeDuplicate
 		return res, nil
 	}
 	// Fiber reuses the request's memory once the handler returns; the
@@ -168,14 +180,14 @@ func (h *Handler) serve(c *fiber.Ctx) (result, error) {
 	msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
 	ack, err := h.JS.PublishMsg(ctx, msg)
 	if err != nil {
-		res.outcome, res.cause = "unavailable", err
+		res.outcome, res.cause = outcomeUnavailable, err
 		return res, unavailable(c, "could not queue the notification")
 	}
 	if ack.Duplicate {
-		res.outcome = "duplicate"
+		res.outcome = outcomeDuplicate
 		return res, nil
 	}
-	res.outcome = "event_received"
+	res.outcome = outcomeAccepted
 	return res, nil
 }
 

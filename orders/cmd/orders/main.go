@@ -23,6 +23,7 @@ import (
 	"github.com/jethook/jethook/orders/internal/store"
 	"github.com/jethook/jethook/shared/health"
 	"github.com/jethook/jethook/shared/logs"
+	"github.com/jethook/jethook/shared/metrics"
 	"github.com/jethook/jethook/shared/natsx"
 	"github.com/jethook/jethook/shared/problem"
 )
@@ -64,11 +65,14 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		return err
 	}
 
-	handler := &api.Handler{Logger: logger, Timeout: cfg.PublishTimeout}
+	reg := metrics.NewRegistry()
+	m := api.NewMetrics(reg)
+	requests := metrics.NewHTTP(reg, metrics.HTTPConfig{Service: "orders", Logger: logger, Observe: m.Observe})
+	handler := &api.Handler{Metrics: m, Timeout: cfg.PublishTimeout}
 	provisioned := make(chan struct{})
 	go func() {
 		err := natsx.Retry(ctx, logger, "provision NATS", func(ctx context.Context) error {
-			svc, err := provision(ctx, nc, js, cfg, logger)
+			svc, err := provision(ctx, nc, js, cfg, logger, m)
 			if err != nil {
 				return err
 			}
@@ -84,12 +88,14 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 	app := fiber.New(fiber.Config{
 		AppName:               "jethook-orders",
 		DisableStartupMessage: true,
-		ErrorHandler:          problem.ErrorHandler(logger),
+		ErrorHandler:          requests.ErrorHandler(problem.ErrorHandler(logger)),
 		BodyLimit:             api.MaxBodyBytes,
 		ReadTimeout:           10 * time.Second,
 		WriteTimeout:          10 * time.Second,
 		IdleTimeout:           60 * time.Second,
 	})
+	app.Use(requests.Middleware())
+	metrics.Register(app, reg)
 	health.Register(app, func(ctx context.Context) error {
 		select {
 		case <-provisioned:
@@ -125,7 +131,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 	return nil
 }
 
-func provision(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, cfg config.Config, logger *slog.Logger) (*order.Service, error) {
+func provision(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, cfg config.Config, logger *slog.Logger, m *api.Metrics) (*order.Service, error) {
 	if !nc.IsConnected() {
 		return nil, natsx.ErrNotConnected
 	}
@@ -144,5 +150,5 @@ func provision(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, cfg c
 		return nil, err
 	}
 	st := store.New(nc, js, orders, keys)
-	return &order.Service{Store: st, Publisher: st, Payer: order.SimulatedPayer{}, Logger: logger}, nil
+	return &order.Service{Store: st, Publisher: m.Publisher(st), Payer: order.SimulatedPayer{}, Logger: logger}, nil
 }

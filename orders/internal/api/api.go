@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"mime"
 	"net/http"
 	"sync/atomic"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/jethook/jethook/orders/internal/order"
 	"github.com/jethook/jethook/shared/event"
+	"github.com/jethook/jethook/shared/metrics"
 	"github.com/jethook/jethook/shared/problem"
 )
 
@@ -28,7 +28,7 @@ type Handler struct {
 	// Service is nil until NATS is provisioned; until then every request
 	// answers 503.
 	Service atomic.Pointer[order.Service]
-	Logger  *slog.Logger
+	Metrics *Metrics
 	// Timeout bounds each request's work against NATS, so a NATS outage
 	// yields a 503 and never a hung request.
 	Timeout time.Duration
@@ -36,12 +36,13 @@ type Handler struct {
 
 // Register adds the routes to app.
 func (h *Handler) Register(app *fiber.App) {
-	app.Post("/orders", h.create)
-	app.Get("/orders/:id", h.get)
+	app.Post(RouteOrders, h.create)
+	app.Get(RouteOrder, h.get)
 }
 
+// create answers POST /orders. Its log line is the request's own, written
+// by the metrics middleware with the ids and amount added here.
 func (h *Handler) create(c *fiber.Ctx) error {
-	start := time.Now()
 	if err := requireJSON(c); err != nil {
 		return err
 	}
@@ -63,10 +64,12 @@ func (h *Handler) create(c *fiber.Ctx) error {
 	if err != nil {
 		return serviceProblem(err)
 	}
-	h.Logger.Info("order created", "order_id", o.OrderID, "event_id", o.EventID, "replayed", replayed,
-		"amount_minor", o.AmountMinor, "currency", o.Currency, "duration_ms", time.Since(start).Milliseconds())
+	metrics.Annotate(c, "order_id", o.OrderID, "event_id", o.EventID, "replayed", replayed,
+		"amount_minor", o.AmountMinor, "currency", o.Currency)
 	if replayed {
 		c.Set("Idempotent-Replayed", "true")
+	} else {
+		h.Metrics.orderCreated()
 	}
 	c.Location("/orders/" + o.OrderID)
 	return c.Status(http.StatusCreated).JSON(view(o))
@@ -83,6 +86,7 @@ func (h *Handler) get(c *fiber.Ctx) error {
 	if err != nil {
 		return serviceProblem(err)
 	}
+	metrics.Annotate(c, "order_id", o.OrderID, "event_id", o.EventID)
 	return c.JSON(view(o))
 }
 

@@ -1,0 +1,104 @@
+package deliver
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/jethook/jethook/shared/metrics"
+)
+
+// Outcomes of a delivery attempt, as logged and as the outcome label of
+// jethook_dispatcher_deliveries_total.
+const (
+	outcomeDelivered    = "delivered"
+	outcomeRetry        = "retry"
+	outcomeDeadLettered = "dead_lettered"
+)
+
+// Why an event is given up: the TermWithReason text, and its reason label
+// in jethook_dispatcher_dead_letters_total.
+const (
+	reasonPermanent     = "permanent failure"
+	reasonMaxDeliveries = "max deliveries reached"
+)
+
+var deadLetterLabels = map[string]string{
+	reasonPermanent:     "permanent",
+	reasonMaxDeliveries: "max_deliveries",
+}
+
+// statusClasses are the values of the status_class label; "none" is an
+// attempt without an answer (connection refused, timeout) or without a post.
+var statusClasses = []string{"2xx", "3xx", "4xx", "5xx", "none"}
+
+// Metrics are the dispatcher's delivery metrics. A nil *Metrics records
+// nothing.
+type Metrics struct {
+	deliveries  *prometheus.CounterVec
+	duration    prometheus.Histogram
+	retries     prometheus.Counter
+	deadLetters *prometheus.CounterVec
+}
+
+// NewMetrics registers the delivery metrics with reg, every label
+// combination starting at 0 so that rates and alerts work before the first
+// event.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metrics.Namespace, Subsystem: "dispatcher", Name: "deliveries_total",
+			Help: "Delivery attempts by what became of the event (delivered, retry, dead_lettered) and the class of the receiver's status (none when it did not answer).",
+		}, []string{"outcome", "status_class"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: metrics.Namespace, Subsystem: "dispatcher", Name: "delivery_duration_seconds",
+			Help:    "Duration of one webhook HTTP attempt, answered or not.",
+			Buckets: prometheus.DefBuckets,
+		}),
+		retries: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: metrics.Namespace, Subsystem: "dispatcher", Name: "retries_total",
+			Help: "Events handed back to JetStream for a later attempt.",
+		}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: metrics.Namespace, Subsystem: "dispatcher", Name: "dead_letters_total",
+			Help: "Events copied to DEADLETTER and terminated, by reason (max_deliveries, permanent).",
+		}, []string{"reason"}),
+	}
+	for _, outcome := range []string{outcomeDelivered, outcomeRetry, outcomeDeadLettered} {
+		for _, class := range statusClasses {
+			m.deliveries.WithLabelValues(outcome, class)
+		}
+	}
+	for _, label := range deadLetterLabels {
+		m.deadLetters.WithLabelValues(label)
+	}
+	reg.MustRegister(m.deliveries, m.duration, m.retries, m.deadLetters)
+	return m
+}
+
+// attempted records the duration of one HTTP attempt.
+func (m *Metrics) attempted(a attempt) {
+	if m != nil {
+		m.duration.Observe(a.duration.Seconds())
+	}
+}
+
+// settled counts what became of one delivery: outcome, as in the log line,
+// and for a dead letter the reason it was given up.
+func (m *Metrics) settled(a attempt, outcome, reason string) {
+	if m == nil {
+		return
+	}
+	m.deliveries.WithLabelValues(outcome, statusClass(a.status)).Inc()
+	switch outcome {
+	case outcomeRetry:
+		m.retries.Inc()
+	case outcomeDeadLettered:
+		m.deadLetters.WithLabelValues(deadLetterLabels[reason]).Inc()
+	}
+}
+
+func statusClass(status int) string {
+	if status >= 200 && status < 600 {
+		return statusClasses[status/100-2]
+	}
+	return "none"
+}
