@@ -25,8 +25,9 @@ import (
 	"github.com/jethook/jethook/shared/webhook"
 )
 
-// binDir holds the binaries TestMain builds once for all tests.
-var binDir string
+// binDir holds the binaries TestMain builds once for all tests; rootDir is
+// the workspace root.
+var binDir, rootDir string
 
 func TestMain(m *testing.M) {
 	os.Exit(buildAndRun(m))
@@ -53,7 +54,7 @@ func buildAndRun(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "e2e: building the binaries:", err)
 		return 1
 	}
-	binDir = dir
+	binDir, rootDir = dir, filepath.Dir(gowork)
 	return m.Run()
 }
 

@@ -127,12 +127,18 @@ func signedWebhook(t *testing.T, secret string, e event.OrderPaid) (http.Header,
 	if err != nil {
 		t.Fatal(err)
 	}
+	return signedWebhookBody(t, secret, e.ID, body)
+}
+
+// signedWebhookBody signs any body as the dispatcher would.
+func signedWebhookBody(t *testing.T, secret, id string, body []byte) (http.Header, []byte) {
+	t.Helper()
 	secrets, err := webhook.ParseSecrets(secret)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := http.Header{"Content-Type": {"application/json"}}
-	webhook.SetHeaders(h, secrets, e.ID, time.Now(), body)
+	webhook.SetHeaders(h, secrets, id, time.Now(), body)
 	return h, body
 }
 
