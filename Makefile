@@ -6,7 +6,7 @@ PKGS    := $(MODULES:%=./%/...)
 BIN     := bin
 GO      ?= go
 
-.PHONY: run test build lint fuzz clean
+.PHONY: run test build lint fuzz clean deploy-check natscli
 
 ## run: embedded NATS (data in ./.data) + the three services; Ctrl-C stops all
 run: build
@@ -25,6 +25,7 @@ build:
 lint:
 	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags natscli ./shared/e2e/
 
 ## fuzz: each fuzz target for a bounded time (FUZZTIME, default 30s)
 FUZZTIME ?= 30s
@@ -32,6 +33,19 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzVerify -fuzztime=$(FUZZTIME) ./shared/webhook/
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./shared/event/
 	$(GO) test -run='^$$' -fuzz=FuzzParseRequest -fuzztime=$(FUZZTIME) ./orders/internal/order/
+
+## deploy-check: NATS configs (nats-server -t) and compose files; no Docker engine needed
+deploy-check:
+	$(GO) build -o $(BIN)/nats-server github.com/nats-io/nats-server/v2
+	for c in deploy/nats/single.conf deploy/nats/cluster/nats-1.conf deploy/nats/cluster/nats-2.conf deploy/nats/cluster/nats-3.conf; do $(BIN)/nats-server -c $$c -t || exit 1; done
+	docker-compose -f docker-compose.yml config -q
+	docker-compose -f docker-compose.yml -f deploy/docker-compose.cluster.yml config -q
+
+## natscli: the README's nats CLI views, checked with the real CLI
+NATSCLI_VERSION ?= v0.5.0
+natscli:
+	$(GO) install github.com/nats-io/natscli/nats@$(NATSCLI_VERSION)
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" $(GO) test -tags natscli -run TestNATSCLI -count=1 ./shared/e2e/
 
 clean:
 	rm -rf $(BIN)
