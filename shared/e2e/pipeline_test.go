@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -359,4 +360,82 @@ func TestInvalidSettings(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSIGTERMUnderLoad: SIGTERM while clients are posting orders leaves
+// nothing half-done. Every request either got its answer (a 201 whose event
+// is in ORDERS, or an error the client can retry) or never reached the
+// service; the process exits 0 within 10 s; and after a restart every
+// acknowledged order still becomes exactly one email.
+func TestSIGTERMUnderLoad(t *testing.T) {
+	s := startSystem(t, options{})
+	type result struct {
+		orderID string
+		status  int
+	}
+	results := make(chan result, 1000)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	client := &http.Client{Timeout: 5 * time.Second}
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				body := fmt.Sprintf(`{"product_name":"Book","quantity":1,"price_per_item":1,"customer_email":"w%d-%d@example.com"}`, w, i)
+				resp, err := client.Post(s.ordersURL+"/orders", "application/json", strings.NewReader(body))
+				if err != nil {
+					continue // refused: the service was no longer accepting
+				}
+				var o createdOrder
+				_ = json.NewDecoder(resp.Body).Decode(&o)
+				resp.Body.Close()
+				results <- result{o.OrderID, resp.StatusCode}
+			}
+		}(w)
+	}
+	eventually(t, 10*time.Second, "some orders under load", func() bool { return len(results) >= 20 })
+	err, exited := s.orders.terminate(10 * time.Second)
+	close(stop)
+	wg.Wait()
+	close(results)
+	if !exited {
+		t.Fatal("orders did not exit within 10 s of SIGTERM under load")
+	}
+	if err != nil {
+		t.Fatalf("orders exited with %v under load", err)
+	}
+
+	var acked []string
+	for r := range results {
+		switch {
+		case r.status == http.StatusCreated:
+			acked = append(acked, r.orderID)
+		case r.status >= 500 && r.status != http.StatusServiceUnavailable:
+			t.Errorf("a request was answered %d during shutdown", r.status)
+		}
+	}
+	st, _ := s.js.Stream(context.Background(), "ORDERS")
+	for _, id := range acked {
+		if _, err := st.GetLastMsgForSubject(context.Background(), event.Subject(id)); err != nil {
+			t.Fatalf("order %s got a 201 but has no event: %v", id, err)
+		}
+	}
+	s.orders.start()
+	s.waitReady()
+	for _, id := range acked {
+		s.waitEmail(id, 30*time.Second)
+	}
+	s.settle(30 * time.Second)
+	for _, id := range acked {
+		if n := len(s.emailsFor(id)); n != 1 {
+			t.Fatalf("order %s has %d emails", id, n)
+		}
+	}
+	t.Logf("%d orders acknowledged under load before and during SIGTERM", len(acked))
 }
