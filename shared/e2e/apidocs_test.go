@@ -1,12 +1,15 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -127,6 +130,9 @@ func TestAPIDocuments(t *testing.T) {
 
 	s := startSystem(t, options{})
 	post := func(url, contentType string, body []byte, h http.Header) (int, []byte) {
+		if len(body) > 32<<10 {
+			return postOversized(t, url, contentType, body, h)
+		}
 		req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
 		for k, v := range h {
 			req.Header[k] = v
@@ -339,6 +345,44 @@ func TestAPIDocuments(t *testing.T) {
 			check(key, p)
 		}
 	}
+}
+
+// postOversized sends a body over the server's limit the way a streaming
+// client does: it reads the answer while still writing, since the server
+// answers 413 and closes without reading the rest (a client that only reads
+// after writing sees a reset instead).
+func postOversized(t *testing.T, rawURL, contentType string, body []byte, h http.Header) (int, []byte) {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	head := http.Header{}
+	copyHeader(head, h)
+	if contentType != "" {
+		head.Set("Content-Type", contentType)
+	}
+	go func() {
+		var b bytes.Buffer
+		fmt.Fprintf(&b, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n", u.Path, u.Host, len(body))
+		_ = head.Write(&b)
+		b.WriteString("\r\n")
+		_, _ = conn.Write(b.Bytes())
+		_, _ = conn.Write(body)
+	}()
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("reading the answer to a %d-byte body: %v", len(body), err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
 }
 
 func containsString(list []string, s string) bool {

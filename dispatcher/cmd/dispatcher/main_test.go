@@ -78,7 +78,7 @@ func started(t *testing.T, vars map[string]string) (addr string, stop func() err
 		sc := bufio.NewScanner(strings.NewReader(stdout.String()))
 		for sc.Scan() {
 			var rec struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "dispatcher listening" {
+			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "listening" {
 				addr = rec.Addr
 				return true
 			}

@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -24,21 +22,15 @@ import (
 	"github.com/jethook/jethook/shared/logs"
 	"github.com/jethook/jethook/shared/metrics"
 	"github.com/jethook/jethook/shared/natsx"
+	"github.com/jethook/jethook/shared/service"
 	"github.com/jethook/jethook/shared/webhook"
 )
 
 func main() {
 	if err := run(context.Background(), os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
-		for line := range strings.SplitSeq(err.Error(), "\n") {
-			fmt.Fprintln(os.Stderr, "notifier:", line)
-		}
-		os.Exit(1)
+		service.Exit("notifier", err)
 	}
 }
-
-// shutdownTimeout bounds a clean stop, well inside the usual 30 s grace
-// period of orchestrators.
-const shutdownTimeout = 10 * time.Second
 
 // requirement is what must exist in NATS before the notifier is ready.
 var requirement = natsx.Requirement{
@@ -56,22 +48,11 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		return err
 	}
 	logger := logs.New(cfg.LogFormat, stdout, "notifier")
-
-	ln, err := net.Listen("tcp", cfg.Addr)
+	conn, err := service.Open("notifier", "NOTIFIER_ADDR", cfg.Addr, cfg.NATSURL, logger)
 	if err != nil {
-		return fmt.Errorf("listen on NOTIFIER_ADDR=%s: %w", cfg.Addr, err)
-	}
-	nc, err := natsx.Connect(cfg.NATSURL, "jethook-notifier", logger)
-	if err != nil {
-		ln.Close()
 		return err
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		ln.Close()
-		nc.Close()
-		return err
-	}
+	nc, js := conn.NC, conn.JS
 
 	reg := metrics.NewRegistry()
 	store := processed.New(js, cfg.ClaimTTL())
@@ -87,9 +68,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 	}
 	// The worker starts once its stream, bucket and consumer exist; until
 	// then /readyz says what is missing.
-	workerDone := make(chan struct{})
-	go func() {
-		defer close(workerDone)
+	emails := func(ctx context.Context) error {
 		var cons jetstream.Consumer
 		err := natsx.Retry(ctx, logger, "provision NATS", func(ctx context.Context) error {
 			c, err := provision(ctx, nc, js, cfg)
@@ -100,11 +79,11 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 			return nil
 		})
 		if err != nil {
-			return
+			return err
 		}
 		logger.Info("NATS provisioned", "stream", natsx.StreamNotifications, "consumer", natsx.ConsumerEmail, "bucket", natsx.BucketProcessed)
-		_ = worker.Run(ctx, cons)
-	}()
+		return worker.Run(ctx, cons)
+	}
 
 	handler := &receive.Handler{
 		Verifier: webhook.Verifier{Secrets: cfg.Secrets, Tolerance: webhook.DefaultTolerance},
@@ -117,34 +96,8 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 	app := receive.NewApp(handler, logger, func(ctx context.Context) error {
 		return natsx.Check(ctx, nc, js, requirement)
 	})
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- app.Listener(ln) }()
-	logger.Info("notifier listening", "addr", ln.Addr().String(), "nats_url", cfg.NATSURL, "smtp_addr", cfg.SMTPAddr)
-
-	select {
-	case <-ctx.Done():
-	case err := <-serveErr:
-		stop()
-		<-workerDone
-		nc.Close()
-		return fmt.Errorf("http server: %w", err)
-	}
-	logger.Info("shutting down")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	if err := app.ShutdownWithContext(shutdownCtx); err != nil {
-		logger.Error("http shutdown", "error", err)
-	}
-	select {
-	case <-workerDone:
-	case <-shutdownCtx.Done():
-		logger.Error("email worker did not stop in time")
-	}
-	if err := natsx.Drain(shutdownCtx, nc); err != nil {
-		logger.Warn("NATS drain", "error", err)
-	}
-	logger.Info("stopped")
-	return nil
+	logger.Info("email delivery", "smtp_addr", cfg.SMTPAddr)
+	return service.Run(ctx, logger, conn, app, emails)
 }
 
 // sender picks SMTP when a server is configured and the log otherwise.

@@ -67,7 +67,7 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-type service struct {
+type instance struct {
 	base   string
 	stdout *syncBuffer
 	stop   context.CancelFunc
@@ -78,7 +78,7 @@ type service struct {
 
 // wait returns run's result, or fails the test when run is still going
 // after timeout.
-func (s *service) wait(t *testing.T, timeout time.Duration) error {
+func (s *instance) wait(t *testing.T, timeout time.Duration) error {
 	t.Helper()
 	select {
 	case <-s.done:
@@ -91,7 +91,7 @@ func (s *service) wait(t *testing.T, timeout time.Duration) error {
 
 // startNotifier runs the service as main does, on a free port, and stops it
 // when the test ends.
-func startNotifier(t *testing.T, env map[string]string) *service {
+func startNotifier(t *testing.T, env map[string]string) *instance {
 	t.Helper()
 	addr := freeAddr(t)
 	vars := map[string]string{"NOTIFIER_ADDR": addr, "WEBHOOK_SECRET": testSecret, "EMAIL_RETRY_BASE": "20ms", "EMAIL_RETRY_MAX": "200ms"}
@@ -99,7 +99,7 @@ func startNotifier(t *testing.T, env map[string]string) *service {
 		vars[k] = v
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &service{base: "http://" + addr, stdout: &syncBuffer{}, done: make(chan struct{}), stop: cancel}
+	s := &instance{base: "http://" + addr, stdout: &syncBuffer{}, done: make(chan struct{}), stop: cancel}
 	go func() {
 		defer close(s.done)
 		s.runErr = run(ctx, nil, func(k string) string { return vars[k] }, s.stdout, io.Discard)
@@ -114,7 +114,7 @@ func startNotifier(t *testing.T, env map[string]string) *service {
 	return s
 }
 
-func (s *service) get(path string) int {
+func (s *instance) get(path string) int {
 	resp, err := http.Get(s.base + path)
 	if err != nil {
 		return 0
@@ -123,14 +123,14 @@ func (s *service) get(path string) int {
 	return resp.StatusCode
 }
 
-func (s *service) waitReady(t *testing.T) {
+func (s *instance) waitReady(t *testing.T) {
 	t.Helper()
 	eventually(t, 15*time.Second, "/readyz", func() bool { return s.get("/readyz") == 200 })
 }
 
 // postWebhook signs body as the dispatcher does and posts it, returning the
 // status code and the body's status field.
-func (s *service) postWebhook(t *testing.T, id string, body []byte) (int, string) {
+func (s *instance) postWebhook(t *testing.T, id string, body []byte) (int, string) {
 	t.Helper()
 	secrets, err := webhook.ParseSecrets(testSecret)
 	if err != nil {

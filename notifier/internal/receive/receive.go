@@ -15,9 +15,9 @@ import (
 
 	"github.com/jethook/jethook/notifier/internal/processed"
 	"github.com/jethook/jethook/shared/event"
-	"github.com/jethook/jethook/shared/health"
 	"github.com/jethook/jethook/shared/metrics"
 	"github.com/jethook/jethook/shared/problem"
+	"github.com/jethook/jethook/shared/service"
 	"github.com/jethook/jethook/shared/webhook"
 )
 
@@ -63,23 +63,10 @@ func NewApp(h *Handler, logger *slog.Logger, ready func(context.Context) error) 
 	if h.Metrics == nil {
 		h.Metrics = NewMetrics(metrics.NewRegistry())
 	}
-	requests := metrics.NewHTTP(h.Metrics.reg, metrics.HTTPConfig{
-		Service: "notifier",
-		Logger:  h.Logger,
-		Observe: h.Metrics.observe,
+	app := service.NewApp(service.AppConfig{
+		Name: "notifier", Logger: logger, Registry: h.Metrics.reg, Observe: h.Metrics.observe,
+		BodyLimit: MaxBodyBytes, Ready: ready,
 	})
-	app := fiber.New(fiber.Config{
-		AppName:               "jethook-notifier",
-		DisableStartupMessage: true,
-		ErrorHandler:          requests.ErrorHandler(problem.ErrorHandler(logger)),
-		BodyLimit:             MaxBodyBytes,
-		ReadTimeout:           10 * time.Second,
-		WriteTimeout:          10 * time.Second,
-		IdleTimeout:           60 * time.Second,
-	})
-	app.Use(requests.Middleware())
-	metrics.Register(app, h.Metrics.reg)
-	health.Register(app, ready)
 	app.Post(Path, h.Serve)
 	return app
 }

@@ -7,13 +7,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
-	"github.com/gofiber/fiber/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -21,23 +18,17 @@ import (
 	"github.com/jethook/jethook/orders/internal/config"
 	"github.com/jethook/jethook/orders/internal/order"
 	"github.com/jethook/jethook/orders/internal/store"
-	"github.com/jethook/jethook/shared/health"
 	"github.com/jethook/jethook/shared/logs"
 	"github.com/jethook/jethook/shared/metrics"
 	"github.com/jethook/jethook/shared/natsx"
-	"github.com/jethook/jethook/shared/problem"
+	"github.com/jethook/jethook/shared/service"
 )
 
 func main() {
 	if err := run(context.Background(), os.Args, os.Getenv, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "orders:", err)
-		os.Exit(1)
+		service.Exit("orders", err)
 	}
 }
-
-// shutdownTimeout bounds a clean stop, well inside the usual 30 s grace
-// period of orchestrators.
-const shutdownTimeout = 10 * time.Second
 
 func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
@@ -48,29 +39,35 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		return err
 	}
 	logger := logs.New(cfg.LogFormat, stdout, "orders")
-
-	ln, err := net.Listen("tcp", cfg.Addr)
+	conn, err := service.Open("orders", "ORDERS_ADDR", cfg.Addr, cfg.NATSURL, logger)
 	if err != nil {
-		return fmt.Errorf("listen on ORDERS_ADDR=%s: %w", cfg.Addr, err)
-	}
-	nc, err := natsx.Connect(cfg.NATSURL, "jethook-orders", logger)
-	if err != nil {
-		ln.Close()
 		return err
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		ln.Close()
-		nc.Close()
-		return err
-	}
+	nc, js := conn.NC, conn.JS
 
 	reg := metrics.NewRegistry()
 	m := api.NewMetrics(reg)
-	requests := metrics.NewHTTP(reg, metrics.HTTPConfig{Service: "orders", Logger: logger, Observe: m.Observe})
 	handler := &api.Handler{Metrics: m, Timeout: cfg.PublishTimeout}
 	provisioned := make(chan struct{})
-	go func() {
+	app := service.NewApp(service.AppConfig{
+		Name: "orders", Logger: logger, Registry: reg, Observe: m.Observe, BodyLimit: api.MaxBodyBytes,
+		Ready: func(ctx context.Context) error {
+			select {
+			case <-provisioned:
+			default:
+				return fmt.Errorf("NATS objects not provisioned yet")
+			}
+			return natsx.Check(ctx, nc, js, natsx.Requirement{
+				Streams: []string{natsx.StreamOrders},
+				Buckets: []string{natsx.BucketOrders, natsx.BucketOrdersIdempotency},
+			})
+		},
+	})
+	handler.Register(app)
+
+	// Requests answer 503 until the stream and buckets exist; provisioning
+	// retries for as long as NATS is away.
+	provisioning := func(ctx context.Context) error {
 		err := natsx.Retry(ctx, logger, "provision NATS", func(ctx context.Context) error {
 			svc, err := provision(ctx, nc, js, cfg, logger, m)
 			if err != nil {
@@ -83,52 +80,9 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 			logger.Info("NATS provisioned", "stream", natsx.StreamOrders, "bucket", natsx.BucketOrders)
 			close(provisioned)
 		}
-	}()
-
-	app := fiber.New(fiber.Config{
-		AppName:               "jethook-orders",
-		DisableStartupMessage: true,
-		ErrorHandler:          requests.ErrorHandler(problem.ErrorHandler(logger)),
-		BodyLimit:             api.MaxBodyBytes,
-		ReadTimeout:           10 * time.Second,
-		WriteTimeout:          10 * time.Second,
-		IdleTimeout:           60 * time.Second,
-	})
-	app.Use(requests.Middleware())
-	metrics.Register(app, reg)
-	health.Register(app, func(ctx context.Context) error {
-		select {
-		case <-provisioned:
-		default:
-			return fmt.Errorf("NATS objects not provisioned yet")
-		}
-		return natsx.Check(ctx, nc, js, natsx.Requirement{
-			Streams: []string{natsx.StreamOrders},
-			Buckets: []string{natsx.BucketOrders, natsx.BucketOrdersIdempotency},
-		})
-	})
-	handler.Register(app)
-
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- app.Listener(ln) }()
-	logger.Info("orders listening", "addr", ln.Addr().String(), "nats_url", cfg.NATSURL)
-
-	select {
-	case <-ctx.Done():
-	case err := <-serveErr:
-		nc.Close()
-		return fmt.Errorf("http server: %w", err)
+		return err
 	}
-	logger.Info("shutting down")
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	if err := app.ShutdownWithContext(shutdownCtx); err != nil {
-		logger.Error("http shutdown", "error", err)
-	}
-	if err := natsx.Drain(shutdownCtx, nc); err != nil {
-		logger.Warn("NATS drain", "error", err)
-	}
-	return nil
+	return service.Run(ctx, logger, conn, app, provisioning)
 }
 
 func provision(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, cfg config.Config, logger *slog.Logger, m *api.Metrics) (*order.Service, error) {

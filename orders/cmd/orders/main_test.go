@@ -42,7 +42,7 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() bo
 	}
 }
 
-type service struct {
+type instance struct {
 	base string
 	done chan error
 	stop context.CancelFunc
@@ -50,7 +50,7 @@ type service struct {
 
 // startOrders runs the service as main does, on a free port, and stops it
 // when the test ends.
-func startOrders(t *testing.T, natsURL string, waitReady bool, extra ...string) *service {
+func startOrders(t *testing.T, natsURL string, waitReady bool, extra ...string) *instance {
 	t.Helper()
 	addr := freeAddr(t)
 	env := map[string]string{"NATS_URL": natsURL, "ORDERS_ADDR": addr, "LOG_FORMAT": "text", "PUBLISH_TIMEOUT": "2s"}
@@ -58,7 +58,7 @@ func startOrders(t *testing.T, natsURL string, waitReady bool, extra ...string) 
 		env[extra[i]] = extra[i+1]
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &service{base: "http://" + addr, done: make(chan error, 1), stop: cancel}
+	s := &instance{base: "http://" + addr, done: make(chan error, 1), stop: cancel}
 	go func() { s.done <- run(ctx, nil, func(k string) string { return env[k] }, io.Discard, io.Discard) }()
 	t.Cleanup(func() {
 		cancel()
