@@ -6,7 +6,7 @@ PKGS    := $(MODULES:%=./%/...)
 BIN     := bin
 GO      ?= go
 
-.PHONY: run test build lint fuzz clean deploy-check natscli
+.PHONY: run test build lint fuzz chaos clean deploy-check natscli
 
 ## run: embedded NATS (data in ./.data) + the three services; Ctrl-C stops all
 run: build
@@ -33,6 +33,10 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzVerify -fuzztime=$(FUZZTIME) ./shared/webhook/
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./shared/event/
 	$(GO) test -run='^$$' -fuzz=FuzzParseRequest -fuzztime=$(FUZZTIME) ./orders/internal/order/
+
+## chaos: the chaos harness (CHAOS_SEED, CHAOS_DURATION=2m, CHAOS_RATE=5); see docs/RELIABILITY.md
+chaos:
+	$(GO) run ./shared/cmd/jethook-chaos
 
 ## deploy-check: NATS configs (nats-server -t) and compose files; no Docker engine needed
 deploy-check:

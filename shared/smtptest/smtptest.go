@@ -1,9 +1,11 @@
-// Package smtptest runs a real SMTP server on 127.0.0.1 for tests: it
-// records every message it accepts and can be told to refuse for a while.
+// Package smtptest runs a real SMTP server on 127.0.0.1 for tests and for
+// the chaos harness: it records every message it accepts and can be told to
+// refuse, or to stall without answering, for a while.
 package smtptest
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -37,16 +39,31 @@ type Server struct {
 	refused  int
 	attempts int
 	onData   func(attempt int)
+	// stall, while not nil, holds every message at the end of DATA until
+	// it is closed; closed ends the holding for good when the server stops.
+	stall  chan struct{}
+	closed chan struct{}
 }
 
 // Start listens on a random 127.0.0.1 port and stops when the test ends.
 func Start(tb testing.TB) *Server {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	s, err := Listen("127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	s := &Server{Addr: ln.Addr().String()}
+	tb.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// Listen starts a server on addr (host:port; port 0 picks a free one) that
+// runs until Close.
+func Listen(addr string) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("smtptest: listen on %s: %w", addr, err)
+	}
+	s := &Server{Addr: ln.Addr().String(), closed: make(chan struct{})}
 	s.srv = smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
 		return &session{s: s}, nil
 	}))
@@ -58,8 +75,37 @@ func Start(tb testing.TB) *Server {
 	s.srv.MaxRecipients = 10
 	s.srv.ErrorLog = log.New(io.Discard, "", 0)
 	go func() { _ = s.srv.Serve(ln) }()
-	tb.Cleanup(func() { _ = s.srv.Close() })
-	return s
+	return s, nil
+}
+
+// Close stops the server and releases the messages held by a stall, which
+// are then refused.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	select {
+	case <-s.closed:
+	default:
+		close(s.closed)
+	}
+	s.mu.Unlock()
+	return s.srv.Close()
+}
+
+// Stall makes the server, while on is true, hold every message at the end
+// of DATA without answering, as a mail relay that hangs does: the client
+// times out and the message is not accepted. Turning it off refuses the
+// held messages with 451, whose clients have given up by then, and lets
+// new messages through.
+func (s *Server) Stall(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case on && s.stall == nil:
+		s.stall = make(chan struct{})
+	case !on && s.stall != nil:
+		close(s.stall)
+		s.stall = nil
+	}
 }
 
 // Refuse makes the server answer the next n messages with a temporary
@@ -126,10 +172,20 @@ func (ss *session) Data(r io.Reader) error {
 	s := ss.s
 	s.mu.Lock()
 	s.attempts++
-	attempt, onData := s.attempts, s.onData
+	attempt, onData, stall := s.attempts, s.onData, s.stall
 	s.mu.Unlock()
 	if onData != nil {
 		onData(attempt)
+	}
+	if stall != nil {
+		// A stalled message is never accepted: its client has given up
+		// by the time the stall ends, and recording it would count an
+		// email the sender believes failed.
+		select {
+		case <-stall:
+		case <-s.closed:
+		}
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 2}, Message: "stalled, try again later"}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -1,0 +1,547 @@
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jethook/jethook/shared/natsx"
+	"github.com/jethook/jethook/shared/smtptest"
+	"github.com/jethook/jethook/shared/webhook"
+)
+
+// smtpTimeout is the notifier's SMTP_TIMEOUT: short, so that a stalled mail
+// server costs each attempt little.
+const smtpTimeout = 2 * time.Second
+
+// The retry settings of the services under test: fast, so that a run
+// recovers from each fault within seconds, and with so many attempts that
+// no fault of the schedule can exhaust them.
+var (
+	dispatcherSettings = map[string]string{
+		"RETRY_BASE":   "100ms",
+		"RETRY_MAX":    "2s",
+		"MAX_DELIVER":  "500",
+		"HTTP_TIMEOUT": "1s",
+	}
+	notifierSettings = map[string]string{
+		"SMTP_TIMEOUT":     smtpTimeout.String(),
+		"EMAIL_RETRY_BASE": "100ms",
+		"EMAIL_RETRY_MAX":  "1s",
+	}
+	ordersSettings = map[string]string{
+		// Shorter than the client's timeout, so the service answers 503
+		// before the client gives up.
+		"PUBLISH_TIMEOUT": "2s",
+	}
+)
+
+// Bounds of the harness's own waits.
+const (
+	readyTimeout = 30 * time.Second
+	// resolveTimeout bounds the retries of orders still waiting for their
+	// 201 when the load stops.
+	resolveTimeout = 30 * time.Second
+	// killTimeout bounds the wait for a process to die after SIGKILL.
+	killTimeout = 5 * time.Second
+	// termTimeout bounds a graceful stop: the services promise 10 s.
+	termTimeout = 15 * time.Second
+	// progressEvery spaces the progress lines.
+	progressEvery = 5 * time.Second
+)
+
+// logger writes the harness's progress lines.
+type logger struct {
+	mu    sync.Mutex
+	out   io.Writer
+	start time.Time // of the load; zero before it
+}
+
+func (l *logger) printf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	prefix := "chaos: "
+	if !l.start.IsZero() {
+		prefix = fmt.Sprintf("chaos: t=%6.2fs ", time.Since(l.start).Seconds())
+	}
+	fmt.Fprintf(l.out, prefix+format+"\n", args...)
+}
+
+func (l *logger) markStart(t time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.start = t
+}
+
+// harness is one run: the processes, the in-process mail server and proxy,
+// the load, and what was observed.
+type harness struct {
+	cfg Config
+	dir string
+	log *logger
+	res *Result
+
+	mail  *smtptest.Server
+	proxy *proxy
+	nc    *nats.Conn
+	js    jetstream.JetStream
+
+	nats, orders, dispatcher, notifier *proc
+	ordersURL, notifierURL, dispURL    string
+
+	mu sync.Mutex // guards res while faults and the supervisor run
+}
+
+func (h *harness) procs() []*proc {
+	return []*proc{h.nats, h.orders, h.dispatcher, h.notifier}
+}
+
+func (h *harness) services() []*proc {
+	return []*proc{h.orders, h.dispatcher, h.notifier}
+}
+
+func (h *harness) run(ctx context.Context, plan []Fault) error {
+	defer h.teardown()
+	if err := h.setup(ctx); err != nil {
+		return err
+	}
+	superCtx, stopSuper := context.WithCancel(ctx)
+	superDone := make(chan struct{})
+	go func() {
+		defer close(superDone)
+		h.supervise(superCtx)
+	}()
+	defer func() {
+		stopSuper()
+		<-superDone
+	}()
+
+	if err := h.waitReady(ctx, "start-up"); err != nil {
+		return err
+	}
+	start := time.Now()
+	h.log.markStart(start)
+	h.log.printf("load starts: %g orders/s for %s", h.cfg.Rate, h.cfg.Duration)
+
+	loadCtx, stopLoad := context.WithDeadline(ctx, start.Add(h.cfg.Duration))
+	defer stopLoad()
+	resolveCtx, stopResolve := context.WithDeadline(ctx, start.Add(h.cfg.Duration+resolveTimeout))
+	defer stopResolve()
+	gen := newLoadGen(h.ordersURL, h.cfg.Seed, h.cfg.Rate)
+
+	var wg sync.WaitGroup
+	wg.Go(func() { gen.run(loadCtx, resolveCtx) })
+	wg.Go(func() { h.inject(loadCtx, start, plan) })
+	progressDone := make(chan struct{})
+	go func() {
+		defer close(progressDone)
+		h.progress(loadCtx, gen, len(plan))
+	}()
+	<-loadCtx.Done()
+	<-progressDone
+	h.log.printf("load stops; waiting up to %s for orders still without a 201", resolveTimeout)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	st := gen.stats()
+	h.log.printf("load done: orders=%d acked=%d rejected=%d skipped=%d", st.created, st.acked, st.rejected, gen.skips.Load())
+
+	if err := h.waitReady(ctx, "the faults"); err != nil {
+		return err
+	}
+	return h.drainAndCheck(ctx, gen)
+}
+
+// setup builds the binaries and starts everything.
+func (h *harness) setup(ctx context.Context) error {
+	binDir := h.cfg.BinDir
+	if binDir == "" {
+		binDir = filepath.Join(h.dir, "bin")
+		h.log.printf("building orders, dispatcher, notifier and nats-server into %s", binDir)
+		began := time.Now()
+		if err := build(ctx, binDir); err != nil {
+			return err
+		}
+		h.log.printf("built in %s", time.Since(began).Round(100*time.Millisecond))
+	}
+	logDir := filepath.Join(h.dir, "logs")
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return err
+	}
+
+	var err error
+	if h.mail, err = smtptest.Listen("127.0.0.1:0"); err != nil {
+		return err
+	}
+	ports, err := freePorts(4)
+	if err != nil {
+		return err
+	}
+	natsURL := "nats://127.0.0.1:" + ports[0]
+	ordersAddr, notifierAddr, dispAddr := "127.0.0.1:"+ports[1], "127.0.0.1:"+ports[2], "127.0.0.1:"+ports[3]
+	h.ordersURL, h.notifierURL, h.dispURL = "http://"+ordersAddr, "http://"+notifierAddr, "http://"+dispAddr
+	proxy, proxyURL, err := startProxy(h.notifierURL + "/webhook/order-paid")
+	if err != nil {
+		return err
+	}
+	h.proxy = proxy
+
+	conf := filepath.Join(h.dir, "nats-server.conf")
+	if err := writeNATSConfig(conf, ports[0], filepath.Join(h.dir, "jetstream")); err != nil {
+		return err
+	}
+	secret, err := webhook.GenerateSecret()
+	if err != nil {
+		return err
+	}
+	env := func(own ...map[string]string) []string {
+		e := []string{"NATS_URL=" + natsURL, "WEBHOOK_SECRET=" + secret, "LOG_FORMAT=json"}
+		for _, m := range own {
+			for k, v := range m {
+				e = append(e, k+"="+v)
+			}
+		}
+		return e
+	}
+	newP := func(name string, env []string, args ...string) (*proc, error) {
+		return newProc(name, filepath.Join(binDir, name), filepath.Join(logDir, name+".log"), env, args...)
+	}
+	// nats-server gets an empty environment, like the services get only
+	// their settings, so that nothing from the caller changes a run.
+	if h.nats, err = newP("nats-server", []string{}, "-c", conf); err != nil {
+		return err
+	}
+	if h.orders, err = newP("orders", env(ordersSettings, map[string]string{"ORDERS_ADDR": ordersAddr})); err != nil {
+		return err
+	}
+	if h.dispatcher, err = newP("dispatcher", env(dispatcherSettings, map[string]string{
+		"DISPATCHER_ADDR": dispAddr, "NOTIFICATION_WEBHOOK_URL": proxyURL,
+	})); err != nil {
+		return err
+	}
+	if h.notifier, err = newP("notifier", env(notifierSettings, map[string]string{
+		"NOTIFIER_ADDR": notifierAddr, "SMTP_ADDR": h.mail.Addr,
+	})); err != nil {
+		return err
+	}
+	h.log.printf("nats-server %s, orders %s, notifier %s (behind the fault proxy %s), dispatcher %s, smtp %s",
+		natsURL, h.ordersURL, h.notifierURL, proxyURL, h.dispURL, h.mail.Addr)
+	h.log.printf("dispatcher %s; notifier %s; orders %s", settings(dispatcherSettings), settings(notifierSettings), settings(ordersSettings))
+	for _, p := range h.procs() {
+		if err := p.start(); err != nil {
+			return err
+		}
+	}
+	// The harness's own connection reads consumer state and dead letters;
+	// it reconnects after every restart of nats-server like the services.
+	h.nc, err = natsx.Connect(natsURL, "jethook-chaos", slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
+	}
+	h.js, err = jetstream.New(h.nc)
+	return err
+}
+
+func settings(m map[string]string) string {
+	var s []string
+	for _, k := range []string{"RETRY_BASE", "RETRY_MAX", "MAX_DELIVER", "HTTP_TIMEOUT", "SMTP_TIMEOUT", "EMAIL_RETRY_BASE", "EMAIL_RETRY_MAX", "PUBLISH_TIMEOUT"} {
+		if v, ok := m[k]; ok {
+			s = append(s, k+"="+v)
+		}
+	}
+	return strings.Join(s, " ")
+}
+
+// teardown stops every process the harness started, services first, and
+// the in-process servers. It is safe after a partial setup.
+func (h *harness) teardown() {
+	var wg sync.WaitGroup
+	for _, p := range h.services() {
+		if p == nil || p.pid() == 0 {
+			continue
+		}
+		wg.Go(func() {
+			if r, err := p.stop(syscall.SIGTERM, termTimeout); err == nil && r.forced {
+				h.log.printf("%s did not stop within %s of SIGTERM and was killed", p.name, termTimeout)
+			}
+		})
+	}
+	wg.Wait()
+	if h.nats != nil && h.nats.pid() != 0 {
+		_, _ = h.nats.stop(syscall.SIGTERM, killTimeout)
+	}
+	for _, p := range h.procs() {
+		if p != nil {
+			_ = p.log.Close()
+		}
+	}
+	if h.nc != nil {
+		h.nc.Close()
+	}
+	if h.proxy != nil {
+		h.proxy.close()
+	}
+	if h.mail != nil {
+		_ = h.mail.Close()
+	}
+}
+
+// build compiles the three services and nats-server into dir, from the
+// root of the go.work workspace so that every module's own dependencies
+// and the nats-server version the shared module requires are used.
+func build(ctx context.Context, dir string) error {
+	out, err := exec.CommandContext(ctx, "go", "env", "GOWORK").Output()
+	gowork := strings.TrimSpace(string(out))
+	if err != nil || gowork == "" || gowork == "off" {
+		return errors.New("building the binaries needs the jethook go.work workspace: run the harness inside the repository")
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+string(os.PathSeparator),
+		"./orders/cmd/orders", "./dispatcher/cmd/dispatcher", "./notifier/cmd/notifier",
+		"github.com/nats-io/nats-server/v2")
+	cmd.Dir = filepath.Dir(gowork)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build: %w\n%s", err, out)
+	}
+	return nil
+}
+
+// writeNATSConfig writes the nats-server configuration: 127.0.0.1 only,
+// JetStream on file storage in storeDir, which outlives every restart.
+// sync_interval keeps its default, as in production.
+func writeNATSConfig(path, port, storeDir string) error {
+	conf := fmt.Sprintf(`server_name: jethook-chaos
+listen: 127.0.0.1:%s
+jetstream {
+  store_dir: %q
+  max_memory_store: 64MB
+  max_file_store: 1GB
+}
+`, port, storeDir)
+	return os.WriteFile(path, []byte(conf), 0o644)
+}
+
+// freePorts returns n distinct free ports on 127.0.0.1. The processes bind
+// them later, and again after each restart.
+func freePorts(n int) ([]string, error) {
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			_ = ln.Close()
+		}
+	}()
+	var ports []string
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, ln)
+		_, port, _ := net.SplitHostPort(ln.Addr().String())
+		ports = append(ports, port)
+	}
+	return ports, nil
+}
+
+// waitReady waits until every service answers /readyz with 200.
+func (h *harness) waitReady(ctx context.Context, after string) error {
+	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
+	defer cancel()
+	client := &http.Client{Timeout: time.Second}
+	for _, base := range []string{h.ordersURL, h.notifierURL, h.dispURL} {
+		for {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
+			resp, err := client.Do(req)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					break
+				}
+			}
+			if !sleep(ctx, 100*time.Millisecond) {
+				return fmt.Errorf("%s/readyz did not answer 200 within %s after %s", base, readyTimeout, after)
+			}
+		}
+	}
+	return nil
+}
+
+// supervise restarts a process that exits without being told to, and
+// records the crash, until ctx ends.
+func (h *harness) supervise(ctx context.Context) {
+	for sleep(ctx, 200*time.Millisecond) {
+		for _, p := range h.procs() {
+			how, ok := p.crashed()
+			if !ok {
+				continue
+			}
+			h.mu.Lock()
+			h.res.Crashes = append(h.res.Crashes, fmt.Sprintf("%s exited on its own (%s); see its log", p.name, how))
+			h.mu.Unlock()
+			h.log.printf("%s exited on its own (%s); starting it again", p.name, how)
+			if err := p.start(); err != nil {
+				h.log.printf("%v", err)
+			}
+		}
+	}
+}
+
+// progress prints a status line every few seconds until ctx ends.
+func (h *harness) progress(ctx context.Context, gen *loadGen, planned int) {
+	for sleep(ctx, progressEvery) {
+		st := gen.stats()
+		h.mu.Lock()
+		faults := h.res.Faults
+		h.mu.Unlock()
+		h.log.printf("orders=%d acked=%d open=%d emails=%d faults=%d/%d",
+			st.created, st.acked, st.open, len(h.mail.Messages()), faults, planned)
+	}
+}
+
+// inject runs the plan: the faults of each target one after the other, the
+// targets side by side. It returns when every fault is over and every
+// target works normally again.
+func (h *harness) inject(ctx context.Context, start time.Time, plan []Fault) {
+	byTarget := map[string][]Fault{}
+	for _, f := range plan {
+		byTarget[f.target()] = append(byTarget[f.target()], f)
+	}
+	end := start.Add(h.cfg.Duration)
+	var wg sync.WaitGroup
+	for _, faults := range byTarget {
+		wg.Go(func() {
+			for _, f := range faults {
+				h.injectOne(ctx, start, end, f)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func (h *harness) injectOne(ctx context.Context, start, end time.Time, f Fault) {
+	at := start.Add(f.At)
+	if !sleep(ctx, time.Until(at)) {
+		return
+	}
+	// A fault delayed by a slow stop of the previous one on its target
+	// still runs, unless it would no longer be over before the load ends.
+	if late := time.Since(at); late > time.Second && time.Now().Add(f.For+kindSpecs[f.Kind].recovery).After(end) {
+		h.log.printf("fault %s skipped: %.1fs late, no time left to recover before the load stops", f.Kind, late.Seconds())
+		return
+	}
+	injected := func(detail string, args ...any) {
+		h.mu.Lock()
+		h.res.Faults++
+		h.res.ByKind[f.Kind]++
+		h.mu.Unlock()
+		h.log.printf("fault %s: "+detail, append([]any{f.Kind}, args...)...)
+	}
+	// The fault ends after f.For even when ctx ends early: a target is
+	// never left broken.
+	wait := func() { sleep(context.WithoutCancel(ctx), f.For) }
+	switch f.Kind {
+	case KillOrders, KillDispatcher, KillNotifier, KillNATS:
+		h.stopAndRestart(f, syscall.SIGKILL, killTimeout, injected, wait)
+	case TermOrders, TermDispatcher, TermNotifier:
+		h.stopAndRestart(f, syscall.SIGTERM, termTimeout, injected, wait)
+	case Webhook500, Webhook503, WebhookHang:
+		mode := map[Kind]proxyMode{Webhook500: answer500, Webhook503: answer503, WebhookHang: forwardAndHang}[f.Kind]
+		h.proxy.set(mode)
+		injected("the webhook path fails for %.2fs", f.For.Seconds())
+		wait()
+		h.proxy.set(passThrough)
+		h.log.printf("fault %s over", f.Kind)
+	case SMTPRefuse:
+		h.mail.Refuse(math.MaxInt)
+		injected("the mail server answers 451 for %.2fs", f.For.Seconds())
+		wait()
+		h.mail.Refuse(0)
+		h.log.printf("fault %s over", f.Kind)
+	case SMTPStall:
+		h.mail.Stall(true)
+		injected("the mail server stalls every message for %.2fs", f.For.Seconds())
+		wait()
+		h.mail.Stall(false)
+		h.log.printf("fault %s over", f.Kind)
+	}
+}
+
+func (h *harness) stopAndRestart(f Fault, sig syscall.Signal, timeout time.Duration, injected func(string, ...any), wait func()) {
+	p := map[string]*proc{
+		targetOrders: h.orders, targetDispatcher: h.dispatcher, targetNotifier: h.notifier, targetNATS: h.nats,
+	}[f.target()]
+	pid := p.pid()
+	r, err := p.stop(sig, timeout)
+	if err != nil {
+		h.log.printf("fault %s not injected: %v", f.Kind, err)
+	} else {
+		injected("pid %d stopped in %s (%s); down for %.2fs", pid, r.took.Round(time.Millisecond), r.state, f.For.Seconds())
+		if sig == syscall.SIGTERM {
+			h.noteStop(p.name, r)
+		}
+	}
+	wait()
+	if err := p.start(); err != nil {
+		h.log.printf("fault %s: restart failed: %v", f.Kind, err)
+		return
+	}
+	h.log.printf("fault %s over: started again as pid %d", f.Kind, p.pid())
+}
+
+// noteStop records a graceful stop that broke the services' promise: exit
+// 0 within 10 s of SIGTERM.
+func (h *harness) noteStop(name string, r stopResult) {
+	var note string
+	switch {
+	case r.forced:
+		note = fmt.Sprintf("%s did not exit within %s of SIGTERM and was killed", name, termTimeout)
+	case !r.state.Success():
+		note = fmt.Sprintf("%s exited after SIGTERM with %s", name, r.state)
+	case r.took > 10*time.Second:
+		note = fmt.Sprintf("%s took %s to exit after SIGTERM", name, r.took.Round(time.Millisecond))
+	default:
+		return
+	}
+	h.mu.Lock()
+	h.res.Notes = append(h.res.Notes, note)
+	h.mu.Unlock()
+	h.log.printf("note: %s", note)
+}
+
+// sleep waits for d or until ctx ends, and reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// header returns the first value of a message header, or "".
+func header(h nats.Header, key string) string {
+	if h == nil {
+		return ""
+	}
+	return h.Get(key)
+}

@@ -1,0 +1,111 @@
+package smtptest
+
+import (
+	"net"
+	"net/smtp"
+	"testing"
+	"time"
+)
+
+// send delivers one message, giving up after timeout.
+func send(addr string, timeout time.Duration) error {
+	conn, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	c, err := smtp.NewClient(conn, "127.0.0.1")
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Mail("shop@example.com"); err != nil {
+		return err
+	}
+	if err := c.Rcpt("ada@example.com"); err != nil {
+		return err
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write([]byte("Subject: hello\r\n\r\nbody\r\n")); err != nil {
+		return err
+	}
+	return w.Close()
+}
+
+func TestStall(t *testing.T) {
+	s, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	s.Stall(true)
+	if err := send(s.Addr, 300*time.Millisecond); err == nil {
+		t.Fatal("a stalled message was answered")
+	}
+	s.Stall(false)
+	if n := len(s.Messages()); n != 0 {
+		t.Fatalf("%d messages recorded during the stall, want 0", n)
+	}
+	if err := send(s.Addr, 2*time.Second); err != nil {
+		t.Fatalf("after the stall: %v", err)
+	}
+	if n := len(s.Messages()); n != 1 {
+		t.Fatalf("%d messages recorded, want 1", n)
+	}
+	if n := s.Attempts(); n != 2 {
+		t.Fatalf("%d attempts, want 2", n)
+	}
+}
+
+func TestRefuseUntilReset(t *testing.T) {
+	s := Start(t)
+	s.Refuse(1 << 30)
+	for range 3 {
+		if err := send(s.Addr, 2*time.Second); err == nil {
+			t.Fatal("a message was accepted while refusing")
+		}
+	}
+	s.Refuse(0)
+	if err := send(s.Addr, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Messages()) != 1 || s.Refused() != 3 {
+		t.Fatalf("messages=%d refused=%d, want 1 and 3", len(s.Messages()), s.Refused())
+	}
+}
+
+func TestCloseReleasesStalledMessages(t *testing.T) {
+	s, err := Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Stall(true)
+	done := make(chan error, 1)
+	go func() { done <- send(s.Addr, 5*time.Second) }()
+	deadline := time.Now().Add(2 * time.Second)
+	for s.Attempts() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the message never reached DATA")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_ = s.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a stalled message was accepted on Close")
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("Close left the stalled client hanging")
+	}
+	if n := len(s.Messages()); n != 0 {
+		t.Fatalf("%d messages recorded, want 0", n)
+	}
+}
