@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/textproto"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -170,7 +171,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, attempt uint64) 
 		// corruption or a foreign publisher; no retry can fix it.
 		return ev, decision{action: term, outcome: "undecodable", err: err}
 	}
-	rev, err := w.Store.Claim(ctx, ev.ID)
+	rev, err := w.Store.Claim(ctx, ev.ID, owner(msg))
 	switch {
 	case errors.Is(err, processed.ErrDone):
 		return ev, decision{action: ack, outcome: "duplicate"}
@@ -219,6 +220,16 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, d decision) erro
 	default:
 		return msg.TermWithReason(d.outcome + ": " + d.err.Error())
 	}
+}
+
+// owner names the message for its claim: its NOTIFICATIONS stream
+// sequence, which every redelivery of it shares and no other message has.
+func owner(msg jetstream.Msg) string {
+	md, err := msg.Metadata()
+	if err != nil {
+		return ""
+	}
+	return "seq-" + strconv.FormatUint(md.Sequence.Stream, 10)
 }
 
 // backoff is the delay before attempt+1: RetryBase doubled per attempt,

@@ -232,6 +232,24 @@ func TestWorkerWaitsForAnotherWorkersClaim(t *testing.T) {
 	}
 }
 
+// TestWorkerTakesOverItsOwnStaleClaim: a claim left by an earlier delivery
+// of the same message (its worker was killed, or never heard that the claim
+// was stored) does not hold the email back for the claim's whole TTL.
+func TestWorkerTakesOverItsOwnStaleClaim(t *testing.T) {
+	f := startWorker(t, time.Hour)
+	ev := newEvent(t)
+	ctx := context.Background()
+	// The stream is new, so the message published below is sequence 1.
+	if _, err := f.kv.Create(ctx, ev.ID, []byte(string(processed.Claimed)+":seq-1"), jetstream.KeyTTL(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	f.publish(t, ev, ev.ID)
+	f.waitSettled(t, ev)
+	if n := len(f.smtp.Messages()); n != 1 {
+		t.Fatalf("%d emails, want 1", n)
+	}
+}
+
 func TestWorkerRetriesRefusedEmail(t *testing.T) {
 	f := startWorker(t, time.Hour)
 	ev := newEvent(t)
@@ -273,7 +291,7 @@ func TestWorkerRetriesRefusedEmail(t *testing.T) {
 		t.Fatalf("saw %d attempts, want %d", len(during), refusals+1)
 	}
 	for i, s := range during {
-		if s.value != string(processed.Claimed) {
+		if !strings.HasPrefix(s.value, string(processed.Claimed)+":") {
 			t.Errorf("attempt %d ran with the key %q, want claimed", i+1, s.value)
 		}
 		if i > 0 && s.rev <= during[i-1].rev {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,7 +17,7 @@ import (
 type State string
 
 // The states of an event id. An id that is not in the store has the zero
-// State: nobody has taken it yet.
+// State: nobody has taken it yet. A claim is stored as "claimed:<owner>".
 const (
 	Claimed State = "claimed"
 	Done    State = "done"
@@ -75,35 +76,63 @@ func (s *Store) Lookup(ctx context.Context, eventID string) (State, error) {
 	case err != nil:
 		return "", fmt.Errorf("look up %s: %w", eventID, err)
 	}
-	return State(entry.Value()), nil
+	return stateOf(entry.Value()), nil
 }
 
-// Claim takes eventID for the caller and returns the revision that proves
+// stateOf reads a stored value: a claim of any owner is Claimed.
+func stateOf(value []byte) State {
+	if strings.HasPrefix(string(value), string(Claimed)+":") {
+		return Claimed
+	}
+	return State(value)
+}
+
+// Claim takes eventID for owner (the NOTIFICATIONS message being
+// processed, by its stream sequence) and returns the revision that proves
 // it, to be passed to Release or MarkDone. The claim carries its own TTL, so
 // the claim of a worker that dies mid-send expires and the redelivered
-// message can be claimed again. It returns ErrDone or ErrClaimed when the id
-// is already taken.
-func (s *Store) Claim(ctx context.Context, eventID string) (uint64, error) {
+// message can be claimed again. When the claim found belongs to owner, it
+// was left by an earlier delivery of this very message, whose worker died
+// or never heard that its claim was stored: that delivery is over (the
+// message would not have come back otherwise), so the claim is taken over
+// at once instead of waiting for its TTL. It returns ErrDone or ErrClaimed
+// when the id is taken.
+func (s *Store) Claim(ctx context.Context, eventID, owner string) (uint64, error) {
 	kv, err := s.bucket(ctx)
 	if err != nil {
 		return 0, err
 	}
-	rev, err := kv.Create(ctx, eventID, []byte(Claimed), jetstream.KeyTTL(s.claimTTL))
+	value := []byte(string(Claimed) + ":" + owner)
+	rev, err := kv.Create(ctx, eventID, value, jetstream.KeyTTL(s.claimTTL))
 	if err == nil {
 		return rev, nil
 	}
 	if !errors.Is(err, jetstream.ErrKeyExists) {
 		return 0, fmt.Errorf("claim %s: %w", eventID, err)
 	}
-	state, err := s.Lookup(ctx, eventID)
-	if err != nil {
-		return 0, err
+	entry, err := kv.Get(ctx, eventID)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+		// Released between Create and Get: trying again later is right.
+		return 0, ErrClaimed
+	case err != nil:
+		return 0, fmt.Errorf("look up %s: %w", eventID, err)
 	}
-	if state == Done {
+	switch State(entry.Value()) {
+	case Done:
 		return 0, ErrDone
+	case State(value):
+		// Take over our own stale claim with a fresh TTL. If another
+		// worker slips in between, it holds the event and we wait.
+		if err := kv.Delete(ctx, eventID, jetstream.LastRevision(entry.Revision())); err != nil {
+			return 0, ErrClaimed
+		}
+		rev, err := kv.Create(ctx, eventID, value, jetstream.KeyTTL(s.claimTTL))
+		if err != nil {
+			return 0, ErrClaimed
+		}
+		return rev, nil
 	}
-	// A claim that vanished between Create and Lookup was just released;
-	// trying again later is right in that case too.
 	return 0, ErrClaimed
 }
 

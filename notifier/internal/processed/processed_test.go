@@ -33,12 +33,16 @@ func TestStoreLifecycle(t *testing.T) {
 		want State
 	}{
 		{"unknown", func() error { return nil }, ""},
-		{"claim", func() error { _, err := s.Claim(ctx, id); return err }, Claimed},
-		{"claim again is refused", func() error {
-			if _, err := s.Claim(ctx, id); !errors.Is(err, ErrClaimed) {
+		{"claim", func() error { _, err := s.Claim(ctx, id, "seq-1"); return err }, Claimed},
+		{"another message's claim is refused", func() error {
+			if _, err := s.Claim(ctx, id, "seq-2"); !errors.Is(err, ErrClaimed) {
 				return errors.New("want ErrClaimed, got " + errString(err))
 			}
 			return nil
+		}, Claimed},
+		{"a redelivery of the same message takes its stale claim over", func() error {
+			_, err := s.Claim(ctx, id, "seq-1")
+			return err
 		}, Claimed},
 	}
 	for _, st := range steps {
@@ -55,7 +59,7 @@ func TestStoreReleaseAndDone(t *testing.T) {
 	s, _ := newStore(t, time.Minute)
 	ctx := context.Background()
 	const id = "evt_0193a5b2-7c1e-7d3a-9f00-1b2c3d4e5f61"
-	rev, err := s.Claim(ctx, id)
+	rev, err := s.Claim(ctx, id, "seq-1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,14 +69,14 @@ func TestStoreReleaseAndDone(t *testing.T) {
 	if got, _ := s.Lookup(ctx, id); got != "" {
 		t.Fatalf("released id is %q, want absent", got)
 	}
-	rev, err = s.Claim(ctx, id)
+	rev, err = s.Claim(ctx, id, "seq-1")
 	if err != nil {
 		t.Fatalf("claim after release: %v", err)
 	}
 	if err := s.MarkDone(ctx, id, rev); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Claim(ctx, id); !errors.Is(err, ErrDone) {
+	if _, err := s.Claim(ctx, id, "seq-1"); !errors.Is(err, ErrDone) {
 		t.Fatalf("claim of a done id: %v, want ErrDone", err)
 	}
 	// A late release by a worker that lost its claim must not undo Done.
@@ -88,15 +92,16 @@ func TestStoreCrashedClaimExpires(t *testing.T) {
 	s, _ := newStore(t, time.Second)
 	ctx := context.Background()
 	const id = "evt_0193a5b2-7c1e-7d3a-9f00-1b2c3d4e5f62"
-	oldRev, err := s.Claim(ctx, id)
+	oldRev, err := s.Claim(ctx, id, "seq-1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The worker dies here. Its claim must expire so that the redelivered
-	// message can be claimed.
+	// The worker dies here. Its claim must expire so that another message
+	// for the same event (a webhook published again after the duplicate
+	// window) can be claimed.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		_, err = s.Claim(ctx, id)
+		_, err = s.Claim(ctx, id, "seq-2")
 		if err == nil {
 			break
 		}
@@ -113,7 +118,7 @@ func TestStoreCrashedClaimExpires(t *testing.T) {
 	if got, _ := s.Lookup(ctx, id); got != Done {
 		t.Fatalf("state %q, want done", got)
 	}
-	if _, err := s.Claim(ctx, id); !errors.Is(err, ErrDone) {
+	if _, err := s.Claim(ctx, id, "seq-1"); !errors.Is(err, ErrDone) {
 		t.Fatalf("claim: %v, want ErrDone", err)
 	}
 }
