@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/jethook/jethook/shared/testkit"
 	"io"
 	"net"
 	"net/http"
@@ -24,6 +25,14 @@ import (
 	"github.com/jethook/jethook/shared/smtptest"
 	"github.com/jethook/jethook/shared/webhook"
 )
+
+// Shared test helpers, under the names these tests use.
+var (
+	freeAddr   = testkit.FreeAddr
+	eventually = testkit.Eventually
+)
+
+type syncBuffer = testkit.SyncBuffer
 
 // binDir holds the binaries TestMain builds once for all tests; rootDir is
 // the workspace root.
@@ -56,45 +65,6 @@ func buildAndRun(m *testing.M) int {
 	}
 	binDir, rootDir = dir, filepath.Dir(gowork)
 	return m.Run()
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-}
-
-// syncBuffer collects a process's output for the failure log.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // proc is one service binary run as a child process.

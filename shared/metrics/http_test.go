@@ -2,10 +2,10 @@ package metrics_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/jethook/jethook/shared/testkit"
 	"io"
 	"log/slog"
 	"net"
@@ -23,25 +23,13 @@ import (
 	"github.com/jethook/jethook/shared/problem"
 )
 
-// syncBuffer collects log lines from concurrent requests.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+type syncBuffer = testkit.SyncBuffer
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the JSON log records written so far.
-func (b *syncBuffer) lines(t *testing.T) []map[string]any {
+// logLines returns the JSON log records written to b so far.
+func logLines(t *testing.T, b *syncBuffer) []map[string]any {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
+	sc := bufio.NewScanner(strings.NewReader(b.String()))
 	for sc.Scan() {
 		var rec map[string]any
 		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
@@ -172,7 +160,7 @@ func TestRequestsAreCountedAndLogged(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := len(f.logs.lines(t))
+			before := len(logLines(t, f.logs))
 			if got := tt.send(t); got != tt.wantStatus {
 				t.Fatalf("status %d, want %d", got, tt.wantStatus)
 			}
@@ -180,7 +168,7 @@ func TestRequestsAreCountedAndLogged(t *testing.T) {
 			var lines []map[string]any
 			deadline := time.Now().Add(5 * time.Second)
 			for {
-				lines = f.logs.lines(t)[before:]
+				lines = logLines(t, f.logs)[before:]
 				if len(lines) > 0 || time.Now().After(deadline) {
 					break
 				}

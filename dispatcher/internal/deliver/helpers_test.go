@@ -5,9 +5,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/jethook/jethook/shared/testkit"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -26,17 +26,11 @@ import (
 	"github.com/jethook/jethook/shared/webhook"
 )
 
-// eventually polls cond until it holds or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// Shared test helpers, under the names these tests use.
+var (
+	freeAddr   = testkit.FreeAddr
+	eventually = testkit.Eventually
+)
 
 // fastSettings are delivery settings that keep the tests quick.
 func fastSettings(url string, secrets ...webhook.Secret) deliver.Settings {
@@ -279,19 +273,6 @@ func startReceiver(t *testing.T, rc *receiver) *httptest.Server {
 	srv := httptest.NewServer(rc)
 	t.Cleanup(srv.Close)
 	return srv
-}
-
-// freeAddr returns a 127.0.0.1 address on which nothing listens, for a
-// receiver that is down.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
 
 func status(code int) func(int, http.ResponseWriter) {

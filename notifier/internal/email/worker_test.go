@@ -3,6 +3,7 @@ package email
 import (
 	"context"
 	"errors"
+	"github.com/jethook/jethook/shared/testkit"
 	"io"
 	"log/slog"
 	"strings"
@@ -21,16 +22,10 @@ import (
 	"github.com/jethook/jethook/shared/smtptest"
 )
 
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+// Shared test helpers, under the names these tests use.
+var (
+	eventually = testkit.Eventually
+)
 
 type fixture struct {
 	js     jetstream.JetStream

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/jethook/jethook/shared/testkit"
 	"io"
 	"net"
 	"net/http"
@@ -20,27 +21,11 @@ import (
 	"github.com/jethook/jethook/shared/natsx"
 )
 
-// freeAddr returns a 127.0.0.1 address that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
+// Shared test helpers, under the names these tests use.
+var (
+	freeAddr   = testkit.FreeAddr
+	eventually = testkit.Eventually
+)
 
 type instance struct {
 	base string
