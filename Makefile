@@ -6,7 +6,7 @@ PKGS    := $(MODULES:%=./%/...)
 BIN     := bin
 GO      ?= go
 
-.PHONY: run test build lint fuzz chaos clean deploy-check natscli
+.PHONY: run test race build lint fuzz chaos clean deploy-check natscli
 
 ## run: embedded NATS (data in ./.data) + the three services; Ctrl-C stops all
 run: build
@@ -16,6 +16,10 @@ run: build
 test:
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 15m $(PKGS)
+
+## race: the services' own tests under the race detector
+race:
+	$(GO) test -race -count=1 ./orders/... ./dispatcher/... ./notifier/... ./shared/service/... ./shared/metrics/... ./shared/natsx/... ./shared/webhook/... ./shared/event/... ./shared/smtptest/...
 
 ## build: the service binaries and the dev runner into ./bin
 build:

@@ -40,8 +40,9 @@ func emailOrderID(m smtptest.Message) string {
 }
 
 // notifierClaimTTL is how long the claim of a notifier that died while
-// sending an email blocks that email: the notifier's AckWait (SMTP_TIMEOUT
-// + 20 s) plus a minute.
+// sending lives. A redelivery of the same message takes the claim over
+// after the notifier's AckWait; only another message for the same event
+// waits for the whole TTL.
 const notifierClaimTTL = smtpTimeout + 20*time.Second + time.Minute
 
 // backlog is what JetStream still has to do.
@@ -122,7 +123,7 @@ func (h *harness) drainAndCheck(ctx context.Context, gen *loadGen) error {
 		if time.Now().After(nextReport) {
 			h.log.printf("draining: %d acknowledged orders without email, %s", missing, describe(last, lastErr))
 			if lastErr == nil && last.notifications > 0 && time.Since(began) > claimNoteAfter {
-				h.log.printf("draining: an email waiting this long is most likely held by the claim of a notifier killed while sending; the claim expires %s after it was taken", notifierClaimTTL)
+				h.log.printf("draining: an email waiting this long is most likely held by the claim of a notifier killed while sending; a redelivery takes it over, at the latest when it expires %s after it was taken", notifierClaimTTL)
 				claimNoteAfter = h.cfg.DrainTimeout
 			}
 			nextReport = nextReport.Add(progressEvery)
