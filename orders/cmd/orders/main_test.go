@@ -333,32 +333,6 @@ func TestBadInput(t *testing.T) {
 			}
 		})
 	}
-	gets := []struct {
-		path   string
-		status int
-	}{
-		{"/orders/nope", 404},
-		{"/orders/0193a5b2-7c1d-7aaa-8bbb-0123456789ab", 404},
-		{"/orders/..%2F", 404},
-		{"/orders/0193a5b2.7c1d.7aaa.8bbb.0123456789ab", 404},
-		{"/orders/0193a5b2-7c1d-7aaa-8bbb-0123456789ab%0A", 404},
-		{"/orders/0193A5B2-7C1D-7AAA-8BBB-0123456789AB", 404},
-		{"/orders/orders.paid.>", 404},
-		{"/orders/%00", 404},
-		{"/orders/" + strings.Repeat("a", 2000), 404},
-		// A request line longer than the server's read buffer.
-		{"/orders/" + strings.Repeat("a", 8000), 431},
-	}
-	for _, g := range gets {
-		resp, err := http.Get(s.base + g.path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != g.status || resp.Header.Get("Content-Type") != "application/problem+json" {
-			t.Fatalf("GET %.60s = %d %s, want %d problem+json", g.path, resp.StatusCode, resp.Header.Get("Content-Type"), g.status)
-		}
-	}
 	if n := streamMsgs(t, js); n != 0 {
 		t.Fatalf("bad requests left %d events in ORDERS", n)
 	}
@@ -374,6 +348,95 @@ func TestBadInput(t *testing.T) {
 		if st.Values() != 0 {
 			t.Fatalf("bad requests left %d values in %s", st.Values(), bucket)
 		}
+	}
+}
+
+// TestBadOrderLookups: every malformed or unknown id, and every method the
+// resource does not have, is a problem+json answer without side effects.
+func TestBadOrderLookups(t *testing.T) {
+	ns := natstest.RunServer(t)
+	s := startOrders(t, ns.URL(), true)
+	_, js := natstest.Connect(t, ns.URL())
+	known := decodeOrder(t, post(t, s.base+"/orders", "application/json", "", []byte(validOrder)).body).OrderID
+
+	tests := []struct {
+		name, method, path string
+		status             int
+	}{
+		{"not a uuid", "GET", "/orders/nope", 404},
+		{"unknown uuid", "GET", "/orders/0193a5b2-7c1d-7aaa-8bbb-0123456789ab", 404},
+		{"upper-case uuid", "GET", "/orders/" + strings.ToUpper(known), 404},
+		{"uuid without dashes", "GET", "/orders/" + strings.ReplaceAll(known, "-", ""), 404},
+		{"uuid in braces", "GET", "/orders/%7B" + known + "%7D", 404},
+		{"urn uuid", "GET", "/orders/urn:uuid:" + known, 404},
+		{"uuid with trailing newline", "GET", "/orders/" + known + "%0A", 404},
+		{"uuid with trailing space", "GET", "/orders/" + known + "%20", 404},
+		{"uuid with a NUL", "GET", "/orders/" + known + "%00", 404},
+		{"dots instead of dashes", "GET", "/orders/0193a5b2.7c1d.7aaa.8bbb.0123456789ab", 404},
+		{"NATS wildcard", "GET", "/orders/orders.paid.>", 404},
+		{"NATS star", "GET", "/orders/*", 404},
+		{"encoded slash traversal", "GET", "/orders/..%2F..%2Fetc%2Fpasswd", 404},
+		{"dot dot", "GET", "/orders/..", 404},
+		{"unicode", "GET", "/orders/%C3%A9v%C3%A9nement", 404},
+		{"emoji", "GET", "/orders/%F0%9F%92%A5", 404},
+		{"SQL-ish", "GET", "/orders/1%27%20OR%20%271%27%3D%271", 404},
+		{"event id instead of order id", "GET", "/orders/evt_" + known, 404},
+		{"2000 characters", "GET", "/orders/" + strings.Repeat("a", 2000), 404},
+		{"longer than the read buffer", "GET", "/orders/" + strings.Repeat("a", 8000), 431},
+		{"nested path", "GET", "/orders/" + known + "/items", 404},
+		{"PUT", "PUT", "/orders/" + known, 405},
+		{"DELETE", "DELETE", "/orders/" + known, 405},
+		{"PATCH", "PATCH", "/orders/" + known, 405},
+		{"POST to an order", "POST", "/orders/" + known, 405},
+		{"DELETE the collection", "DELETE", "/orders", 405},
+		{"GET the collection", "GET", "/orders", 405},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequest(tt.method, s.base+tt.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.status || resp.Header.Get("Content-Type") != "application/problem+json" {
+				t.Fatalf("%s %.60s = %d %s %s, want %d problem+json", tt.method, tt.path, resp.StatusCode, resp.Header.Get("Content-Type"), body, tt.status)
+			}
+			var p struct{ Status int }
+			if err := json.Unmarshal(body, &p); err != nil || p.Status != tt.status {
+				t.Fatalf("problem body %s (%v)", body, err)
+			}
+		})
+	}
+	if n := streamMsgs(t, js); n != 1 {
+		t.Fatalf("ORDERS holds %d events after the lookups, want the 1 order", n)
+	}
+	kv, err := js.KeyValue(context.Background(), natsx.BucketOrders)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := kv.ListKeys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	for range keys.Keys() {
+		n++
+	}
+	if n != 1 {
+		t.Fatalf("orders bucket holds %d keys after the lookups, want 1", n)
+	}
+	resp, err := http.Get(s.base + "/orders/" + known)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("the known order answers %d", resp.StatusCode)
 	}
 }
 
