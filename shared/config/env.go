@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -99,6 +100,20 @@ func (e *Env) URL(name, def string, schemes ...string) string {
 	return def
 }
 
+// URLList parses a comma-separated list of absolute URLs with one of the
+// given schemes, as NATS clients take the seed servers of a cluster.
+func (e *Env) URLList(name, def string, schemes ...string) string {
+	raw := e.String(name, def)
+	for _, one := range strings.Split(raw, ",") {
+		u, err := url.Parse(strings.TrimSpace(one))
+		if err != nil || u.Host == "" || !slices.Contains(schemes, u.Scheme) {
+			e.fail(name, raw, "want one URL or a comma-separated list, each such as "+def)
+			return def
+		}
+	}
+	return raw
+}
+
 // OneOf returns the variable when it is one of allowed.
 func (e *Env) OneOf(name, def string, allowed ...string) string {
 	raw := e.String(name, def)
@@ -121,7 +136,7 @@ type Common struct {
 // LoadCommon reads NATS_URL, STREAM_REPLICAS and LOG_FORMAT.
 func (e *Env) LoadCommon() Common {
 	return Common{
-		NATSURL:        e.URL("NATS_URL", "nats://127.0.0.1:4222", "nats", "tls", "ws", "wss"),
+		NATSURL:        e.URLList("NATS_URL", "nats://127.0.0.1:4222", "nats", "tls", "ws", "wss"),
 		StreamReplicas: e.Int("STREAM_REPLICAS", 1, 1, 5),
 		LogFormat:      e.OneOf("LOG_FORMAT", "json", "json", "text"),
 	}

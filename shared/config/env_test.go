@@ -6,6 +6,19 @@ import (
 	"time"
 )
 
+func TestNATSURLList(t *testing.T) {
+	const list = "nats://nats-1:4222, nats://nats-2:4222,tls://nats-3:4222"
+	e := New(func(k string) string {
+		if k == "NATS_URL" {
+			return list
+		}
+		return ""
+	})
+	if c := e.LoadCommon(); c.NATSURL != list || e.Err() != nil {
+		t.Fatalf("NATS_URL list = %q, %v", c.NATSURL, e.Err())
+	}
+}
+
 func TestEnv(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -17,6 +30,9 @@ func TestEnv(t *testing.T) {
 		{"duration out of range", map[string]string{"D": "0s"}, `invalid D="0s"`},
 		{"bad int", map[string]string{"STREAM_REPLICAS": "two"}, `invalid STREAM_REPLICAS="two"`},
 		{"bad url", map[string]string{"NATS_URL": "http://x:4222"}, `invalid NATS_URL`},
+		{"bad url in a list", map[string]string{"NATS_URL": "nats://a:4222,http://b:4222"}, `invalid NATS_URL`},
+		{"empty entry in a list", map[string]string{"NATS_URL": "nats://a:4222,,nats://c:4222"}, `invalid NATS_URL`},
+		{"bare host", map[string]string{"NATS_URL": "localhost"}, `invalid NATS_URL`},
 		{"bad log format", map[string]string{"LOG_FORMAT": "xml"}, `invalid LOG_FORMAT="xml"`},
 		{"bad addr", map[string]string{"A": "8080"}, `invalid A="8080"`},
 	}

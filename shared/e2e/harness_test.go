@@ -222,7 +222,8 @@ func (p *proxy) serve(w http.ResponseWriter, r *http.Request) {
 // system is the whole pipeline on 127.0.0.1.
 type system struct {
 	t          *testing.T
-	nats       *natstest.Server
+	nats       *natstest.Server  // the single node, or nil with a cluster
+	cluster    *natstest.Cluster // the three nodes, or nil with a single node
 	mail       *smtptest.Server
 	proxy      *proxy
 	secret     string
@@ -238,6 +239,7 @@ type system struct {
 type options struct {
 	dispatcherEnv map[string]string
 	proxyDown     bool // the proxy does not listen at first
+	cluster       bool // three NATS nodes and STREAM_REPLICAS=3 instead of one node
 }
 
 func startSystem(t *testing.T, o options) *system {
@@ -246,8 +248,16 @@ func startSystem(t *testing.T, o options) *system {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &system{t: t, nats: natstest.RunServer(t), mail: smtptest.Start(t), secret: secret}
-	_, s.js = natstest.Connect(t, s.nats.URL())
+	s := &system{t: t, mail: smtptest.Start(t), secret: secret}
+	natsURL, replicas := "", "1"
+	if o.cluster {
+		s.cluster = natstest.RunCluster(t, 3)
+		natsURL, replicas = s.cluster.URLs(), "3"
+	} else {
+		s.nats = natstest.RunServer(t)
+		natsURL = s.nats.URL()
+	}
+	_, s.js = natstest.Connect(t, natsURL)
 
 	ordersAddr, notifierAddr := freeAddr(t), freeAddr(t)
 	s.dispAddr = freeAddr(t)
@@ -257,7 +267,7 @@ func startSystem(t *testing.T, o options) *system {
 		s.proxy.listen(t)
 	}
 	common := func(extra map[string]string) map[string]string {
-		env := map[string]string{"NATS_URL": s.nats.URL(), "WEBHOOK_SECRET": secret, "LOG_FORMAT": "json"}
+		env := map[string]string{"NATS_URL": natsURL, "STREAM_REPLICAS": replicas, "WEBHOOK_SECRET": secret, "LOG_FORMAT": "json"}
 		for k, v := range extra {
 			env[k] = v
 		}

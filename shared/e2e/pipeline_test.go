@@ -439,3 +439,57 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d orders acknowledged under load before and during SIGTERM", len(acked))
 }
+
+// TestClusterNodeLoss: on a three-node cluster with STREAM_REPLICAS=3 (the
+// deploy/docker-compose.cluster.yml setup), every stream, consumer and
+// bucket is replicated three times, and losing any one node loses no order
+// and stops nothing: orders taken before, during and after the outage each
+// become exactly one email.
+func TestClusterNodeLoss(t *testing.T) {
+	s := startSystem(t, options{cluster: true})
+	ctx := context.Background()
+	for _, name := range []string{"ORDERS", "NOTIFICATIONS", "DEADLETTER", "KV_orders", "KV_notifier_processed"} {
+		st, err := s.js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := st.CachedInfo().Config.Replicas; r != 3 {
+			t.Fatalf("%s has %d replicas, want 3", name, r)
+		}
+	}
+	var ids []string
+	create := func(n int, tag string) {
+		for i := 0; i < n; i++ {
+			ids = append(ids, s.createOrder(fmt.Sprintf("%s-%d", tag, i), fmt.Sprintf("%s%d@example.com", tag, i)).OrderID)
+		}
+	}
+	create(3, "before")
+	// Take down the node that leads ORDERS, the worst one to lose.
+	st, _ := s.js.Stream(ctx, "ORDERS")
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := -1
+	for i, srv := range s.cluster.Servers {
+		if srv.Name() == info.Cluster.Leader {
+			victim = i
+		}
+	}
+	if victim < 0 {
+		t.Fatalf("no node leads ORDERS (leader %q)", info.Cluster.Leader)
+	}
+	s.cluster.Servers[victim].Shutdown()
+	create(3, "during")
+	s.cluster.Servers[victim].Restart(t)
+	create(3, "after")
+	for _, id := range ids {
+		s.waitEmail(id, 60*time.Second)
+	}
+	s.settle(60 * time.Second)
+	for _, id := range ids {
+		if n := len(s.emailsFor(id)); n != 1 {
+			t.Fatalf("order %s has %d emails", id, n)
+		}
+	}
+}

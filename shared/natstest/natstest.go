@@ -111,3 +111,6 @@ func Connect(tb testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
 	}
 	return nc, js
 }
+
+// Name is the server's name, as JetStream reports stream leaders.
+func (s *Server) Name() string { return s.opts.ServerName }

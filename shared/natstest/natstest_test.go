@@ -36,3 +36,40 @@ func TestRestartKeepsStream(t *testing.T) {
 		t.Fatalf("after restart GetMsg = %v, %v", msg, err)
 	}
 }
+
+// TestClusterKeepsReplicatedStreamWritable: with one of three nodes down, a
+// stream of three replicas still takes messages, and the node catches up
+// when it returns.
+func TestClusterKeepsReplicatedStreamWritable(t *testing.T) {
+	c := RunCluster(t, 3)
+	_, js := Connect(t, c.URLs())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "R3", Subjects: []string{"r3.>"}, Replicas: 3, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, "r3.a", []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	c.Servers[1].Shutdown()
+	var err error
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err = js.Publish(ctx, "r3.b", []byte("during")); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("publish with one node down: %v", err)
+	}
+	c.Servers[1].Restart(t)
+	st, err := js.Stream(ctx, "R3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil || info.State.Msgs != 2 || info.Config.Replicas != 3 {
+		t.Fatalf("R3 after the node returned: %+v, %v", info, err)
+	}
+}
