@@ -30,6 +30,13 @@ const (
 // short; the idempotency buckets are the long-term guarantee.
 const DuplicateWindow = 2 * time.Minute
 
+// PullExpiry bounds each pull request of a consumer's message iterator.
+// The client's default (30 s, heartbeats every 15 s) lets a pull stall for
+// up to 30 s when the consumer's leader moves to another node of a cluster;
+// at 5 s, with heartbeats every 2.5 s, a stalled pull is noticed and
+// replaced within about 5 s, for one small request per 5 s per consumer.
+const PullExpiry = jetstream.PullExpiry(5 * time.Second)
+
 // Connect dials url and keeps reconnecting forever, also when the first
 // attempt fails, so a service can start before NATS and survive a NATS
 // restart without being restarted itself.

@@ -161,7 +161,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 // so that a message waits in this process only as long as a worker needs
 // to become free.
 func (d *Dispatcher) consume(ctx, work, settle context.Context, cancelWork context.CancelFunc, cons jetstream.Consumer) error {
-	it, err := cons.Messages(jetstream.PullMaxMessages(d.set.Concurrency))
+	it, err := cons.Messages(jetstream.PullMaxMessages(d.set.Concurrency), natsx.PullExpiry)
 	if err != nil {
 		return fmt.Errorf("start pulling: %w", err)
 	}

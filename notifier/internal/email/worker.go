@@ -77,7 +77,7 @@ func (w *Worker) Run(ctx context.Context, cons jetstream.Consumer) error {
 	defer stopGrace()
 
 	for ctx.Err() == nil {
-		it, err := cons.Messages(jetstream.PullMaxMessages(1))
+		it, err := cons.Messages(jetstream.PullMaxMessages(1), natsx.PullExpiry)
 		if err != nil {
 			w.Logger.Warn("pull from NOTIFICATIONS failed, retrying", "error", err)
 			sleep(ctx, time.Second)
