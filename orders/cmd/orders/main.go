@@ -104,5 +104,5 @@ func provision(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, cfg c
 		return nil, err
 	}
 	st := store.New(nc, js, orders, keys)
-	return &order.Service{Store: st, Publisher: m.Publisher(st), Payer: order.SimulatedPayer{}, Logger: logger}, nil
+	return &order.Service{Store: st, Publisher: m.Publisher(st), Events: st, Payer: order.SimulatedPayer{}, Logger: logger}, nil
 }

@@ -40,6 +40,13 @@ type Store interface {
 	ClaimKey(ctx context.Context, key string, o Order) (bound Order, claimed bool, err error)
 }
 
+// EventFinder tells whether an order's event is already in the ORDERS
+// stream, so that a record left pending by a crash after the PubAck can be
+// put right.
+type EventFinder interface {
+	HasEvent(ctx context.Context, orderID string) (bool, error)
+}
+
 // Payer takes the payment for an order. It must be idempotent by order id:
 // a resumed order is charged again with the same id.
 type Payer interface {
@@ -59,8 +66,11 @@ type Service struct {
 	Store     Store
 	Publisher EventPublisher
 	Payer     Payer
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// Events, when set, lets Get repair a pending record whose event was
+	// published before a crash.
+	Events EventFinder
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Create turns a valid request into a paid order whose event is durably in
@@ -132,7 +142,23 @@ func (s *Service) Get(ctx context.Context, orderID string) (Order, error) {
 	if !event.ValidOrderID(orderID) {
 		return Order{}, ErrNotFound
 	}
-	return s.Store.Get(ctx, orderID)
+	o, err := s.Store.Get(ctx, orderID)
+	if err != nil || o.Status != StatusPending || s.Events == nil {
+		return o, err
+	}
+	// A pending record whose event is in the stream is a paid order whose
+	// process died between the PubAck and the last write: its email is on
+	// its way, so the record says so from now on.
+	published, err := s.Events.HasEvent(ctx, orderID)
+	if err != nil || !published {
+		return o, err
+	}
+	o.Status = StatusPaid
+	if err := s.Store.Put(ctx, o); err != nil {
+		return Order{}, fmt.Errorf("store repaired order: %w", err)
+	}
+	s.Logger.Info("pending order found published; marked paid", "order_id", o.OrderID, "event_id", o.EventID)
+	return o, nil
 }
 
 func (s *Service) newOrder(req Request) (Order, error) {

@@ -137,6 +137,65 @@ func TestResumeAfterCrash(t *testing.T) {
 	}
 }
 
+// TestGetRepairsAPublishedPendingOrder: the process died after the PubAck
+// and before the record said paid. GET shows the truth (paid, since the
+// email is on its way) and writes it back; an order whose event never made
+// it stays pending.
+func TestGetRepairsAPublishedPendingOrder(t *testing.T) {
+	js, _ := setup(t, 2*time.Minute)
+	ctx := context.Background()
+	published := &recordingStore{Store: js}
+	crashing := &order.Service{Store: published, Publisher: crashAfterPublish{js}, Payer: order.SimulatedPayer{}, Logger: logger()}
+	if _, _, err := crashing.Create(ctx, request(t), "key-b"); !errors.Is(err, errCrash) {
+		t.Fatalf("Create = %v, want the simulated crash", err)
+	}
+	unpublished := &recordingStore{Store: js}
+	failing := &order.Service{Store: unpublished, Publisher: failingPublisher{}, Payer: order.SimulatedPayer{}, Logger: logger()}
+	if _, _, err := failing.Create(ctx, request(t), "key-c"); err == nil {
+		t.Fatal("Create with a failing publisher succeeded")
+	}
+	svc := &order.Service{Store: js, Publisher: js, Events: js, Payer: order.SimulatedPayer{}, Logger: logger()}
+	for _, tt := range []struct {
+		name  string
+		store *recordingStore
+		want  string
+	}{
+		{"event published before the crash", published, order.StatusPaid},
+		{"event never published", unpublished, order.StatusPending},
+	} {
+		if len(tt.store.ids) == 0 {
+			t.Fatalf("%s: no order was stored", tt.name)
+		}
+		id := tt.store.ids[0]
+		got, err := svc.Get(ctx, id)
+		if err != nil || got.Status != tt.want {
+			t.Fatalf("%s: Get = %+v, %v; want status %s", tt.name, got, err, tt.want)
+		}
+		stored, err := js.Get(ctx, id)
+		if err != nil || stored.Status != tt.want {
+			t.Fatalf("%s: stored status %q (%v), want %s", tt.name, stored.Status, err, tt.want)
+		}
+	}
+}
+
+// recordingStore remembers the ids of the orders written through it.
+type recordingStore struct {
+	order.Store
+	ids []string
+}
+
+func (s *recordingStore) Put(ctx context.Context, o order.Order) error {
+	s.ids = append(s.ids, o.OrderID)
+	return s.Store.Put(ctx, o)
+}
+
+// failingPublisher never gets its event into the stream.
+type failingPublisher struct{}
+
+func (failingPublisher) PublishOrderPaid(context.Context, event.OrderPaid) error {
+	return order.ErrUnavailable
+}
+
 func TestParseRequestExactMoney(t *testing.T) {
 	tests := []struct {
 		name  string

@@ -25,6 +25,7 @@ type JetStream struct {
 var (
 	_ order.Store          = (*JetStream)(nil)
 	_ order.EventPublisher = (*JetStream)(nil)
+	_ order.EventFinder    = (*JetStream)(nil)
 )
 
 // New wraps the provisioned buckets.
@@ -70,6 +71,25 @@ func (s *JetStream) PublishOrderPaid(ctx context.Context, e event.OrderPaid) err
 		return nil
 	}
 	return unavailable(err)
+}
+
+// HasEvent reports whether the ORDERS stream holds the order's event.
+func (s *JetStream) HasEvent(ctx context.Context, orderID string) (bool, error) {
+	if err := s.connected(); err != nil {
+		return false, err
+	}
+	stream, err := s.js.Stream(ctx, natsx.StreamOrders)
+	if err != nil {
+		return false, unavailable(err)
+	}
+	_, err = stream.GetLastMsgForSubject(ctx, event.Subject(orderID))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return false, nil
+	case err != nil:
+		return false, unavailable(err)
+	}
+	return true, nil
 }
 
 // Get reads an order.
