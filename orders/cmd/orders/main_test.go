@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -348,6 +349,34 @@ func TestBadInput(t *testing.T) {
 		if st.Values() != 0 {
 			t.Fatalf("bad requests left %d values in %s", st.Values(), bucket)
 		}
+	}
+}
+
+// TestCompressedBodyRefused: a gzip body is refused before anything inflates
+// it, since 10 KiB on the wire can hold gigabytes.
+func TestCompressedBodyRefused(t *testing.T) {
+	ns := natstest.RunServer(t)
+	s := startOrders(t, ns.URL(), true)
+	_, js := natstest.Connect(t, ns.URL())
+	var bomb bytes.Buffer
+	zw := gzip.NewWriter(&bomb)
+	fmt.Fprintf(zw, `{"product_name":"%s","quantity":1,"price_per_item":1,"customer_email":"a@b.co"}`, strings.Repeat("x", 20<<20))
+	zw.Close()
+	for _, enc := range []string{"gzip", "gzip, gzip", "deflate", "br"} {
+		req, _ := http.NewRequest(http.MethodPost, s.base+"/orders", bytes.NewReader(bomb.Bytes()))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Encoding", enc)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnsupportedMediaType || resp.Header.Get("Content-Type") != "application/problem+json" {
+			t.Fatalf("Content-Encoding %s: %d %s, want 415 problem+json", enc, resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+	}
+	if n := streamMsgs(t, js); n != 0 {
+		t.Fatalf("ORDERS holds %d events", n)
 	}
 }
 

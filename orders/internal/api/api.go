@@ -5,6 +5,7 @@ import (
 	"errors"
 	"mime"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -50,7 +51,9 @@ func (h *Handler) create(c *fiber.Ctx) error {
 	if len(key) > MaxIdempotencyKeyLen || !utf8.ValidString(key) {
 		return problem.Invalid(map[string]string{"Idempotency-Key": "must be at most 255 bytes of UTF-8"})
 	}
-	req, err := order.ParseRequest(c.Body())
+	// The raw bytes: c.Body() would inflate a compressed body without any
+	// limit, past BodyLimit (which counts the bytes on the wire).
+	req, err := order.ParseRequest(c.Request().Body())
 	if err != nil {
 		return decodeProblem(err)
 	}
@@ -103,7 +106,12 @@ func view(o order.Order) order.Order {
 	return o
 }
 
+// requireJSON accepts an uncompressed JSON body only: a compressed one
+// could inflate far beyond the body limit, and orders are small.
 func requireJSON(c *fiber.Ctx) error {
+	if enc := c.Get(fiber.HeaderContentEncoding); enc != "" && !strings.EqualFold(enc, "identity") {
+		return problem.New(http.StatusUnsupportedMediaType, "Content-Encoding is not supported; send the body uncompressed")
+	}
 	mt, _, err := mime.ParseMediaType(c.Get(fiber.HeaderContentType))
 	if err != nil || mt != fiber.MIMEApplicationJSON {
 		return problem.New(http.StatusUnsupportedMediaType, "Content-Type must be application/json")

@@ -129,13 +129,21 @@ func (s *Service) complete(ctx context.Context, o Order) (Order, error) {
 		return Order{}, fmt.Errorf("publish order.paid: %w", err)
 	}
 	o.Status = StatusPaid
-	if err := s.Store.Put(ctx, o); err != nil {
-		// The event is durable, so the order is paid and its email will be
-		// sent; only the record lags. A retry with the same key repairs it.
-		return Order{}, fmt.Errorf("store paid order: %w", err)
+	// From the PubAck on, the order is paid and its email is on its way:
+	// the client must hear 201, not a 503 that invites a second order. The
+	// record gets its own short budget, since the request's may be spent;
+	// if the write still fails, GET /orders/{id} repairs the record from
+	// the stream.
+	putCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	if err := s.Store.Put(putCtx, o); err != nil {
+		s.Logger.Warn("order paid but its record still says pending", "order_id", o.OrderID, "event_id", o.EventID, "error", err)
 	}
 	return o, nil
 }
+
+// recordTimeout bounds the write of a paid order's record after the PubAck.
+const recordTimeout = 2 * time.Second
 
 // Get returns a stored order.
 func (s *Service) Get(ctx context.Context, orderID string) (Order, error) {

@@ -178,6 +178,40 @@ func TestGetRepairsAPublishedPendingOrder(t *testing.T) {
 	}
 }
 
+// TestPaidOrderIsAnsweredEvenIfItsRecordIsNot: once the PubAck is in, the
+// order is paid and its email will be sent, so Create reports it paid even
+// when the last write fails, and GET repairs the record.
+func TestPaidOrderIsAnsweredEvenIfItsRecordIsNot(t *testing.T) {
+	js, st := setup(t, 2*time.Minute)
+	ctx := context.Background()
+	svc := &order.Service{Store: failPaidPut{js}, Publisher: js, Events: js, Payer: order.SimulatedPayer{}, Logger: logger()}
+	o, _, err := svc.Create(ctx, request(t), "")
+	if err != nil || o.Status != order.StatusPaid {
+		t.Fatalf("Create = %+v, %v; want the paid order", o, err)
+	}
+	if n := msgs(t, st); n != 1 {
+		t.Fatalf("ORDERS holds %d events, want 1", n)
+	}
+	if stored, _ := js.Get(ctx, o.OrderID); stored.Status != order.StatusPending {
+		t.Fatalf("record says %q; the test needs the paid write to have failed", stored.Status)
+	}
+	reader := &order.Service{Store: js, Publisher: js, Events: js, Payer: order.SimulatedPayer{}, Logger: logger()}
+	if got, err := reader.Get(ctx, o.OrderID); err != nil || got.Status != order.StatusPaid {
+		t.Fatalf("Get = %+v, %v; want paid", got, err)
+	}
+}
+
+// failPaidPut fails every write of a paid order, as NATS going away right
+// after the PubAck would.
+type failPaidPut struct{ order.Store }
+
+func (s failPaidPut) Put(ctx context.Context, o order.Order) error {
+	if o.Status == order.StatusPaid {
+		return order.ErrUnavailable
+	}
+	return s.Store.Put(ctx, o)
+}
+
 // recordingStore remembers the ids of the orders written through it.
 type recordingStore struct {
 	order.Store
