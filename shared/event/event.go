@@ -90,6 +90,9 @@ func (e *ValidationError) Error() string {
 // (the contract grows by optional fields); trailing data is not. It returns
 // a *SyntaxError or a *ValidationError.
 func Decode(body []byte) (OrderPaid, error) {
+	if fields := shapeErrors(body); fields != nil {
+		return OrderPaid{}, &ValidationError{Fields: fields}
+	}
 	var e OrderPaid
 	if err := DecodeJSON(body, &e); err != nil {
 		var pe *time.ParseError
@@ -102,6 +105,30 @@ func Decode(body []byte) (OrderPaid, error) {
 		return OrderPaid{}, &ValidationError{Fields: fields}
 	}
 	return e, nil
+}
+
+// shapeErrors reports what makes well-formed JSON the wrong shape for an
+// event before it is decoded: a top level that is not an object, or a
+// timestamp that is not a string (which encoding/json would report as a
+// syntax error). Malformed JSON is left to DecodeJSON.
+func shapeErrors(body []byte) map[string]string {
+	if !json.Valid(body) {
+		return nil
+	}
+	trimmed := bytes.TrimSpace(body)
+	if trimmed[0] != '{' {
+		if string(trimmed) == "null" {
+			return nil
+		}
+		return map[string]string{"body": "must be a JSON object"}
+	}
+	var probe struct {
+		Timestamp json.RawMessage `json:"timestamp"`
+	}
+	if json.Unmarshal(body, &probe) == nil && len(probe.Timestamp) > 0 && probe.Timestamp[0] != '"' && string(probe.Timestamp) != "null" {
+		return map[string]string{"timestamp": "must be an RFC 3339 time string"}
+	}
+	return nil
 }
 
 // DecodeJSON decodes exactly one JSON value into v. A type mismatch is
