@@ -241,8 +241,9 @@ func TestNATSCLI(t *testing.T) {
 			maxDeliver   int
 		}{
 			// The harness sets HTTP_TIMEOUT=1s: AckWait is that plus 5 s.
-			// MaxDeliver is MAX_DELIVER (default 15) plus the spare delivery.
-			{stream: "ORDERS", name: "dispatcher", filter: "orders.paid.>", ackWait: 6 * time.Second, maxDeliver: 16},
+			// MaxDeliver is unlimited: the dispatcher counts attempts itself
+			// and dead-letters at MAX_DELIVER.
+			{stream: "ORDERS", name: "dispatcher", filter: "orders.paid.>", ackWait: 6 * time.Second, maxDeliver: -1},
 			{stream: "NOTIFICATIONS", name: "notifier-email", filter: "notifications.order-paid", maxDeliver: -1},
 		}
 		for _, tt := range tests {

@@ -52,8 +52,9 @@ func (e *PermanentError) Error() string { return e.Err.Error() }
 func (e *PermanentError) Unwrap() error { return e.Err }
 
 // ErrExhausted means the event arrived with no attempt left: the earlier
-// deliveries did not finish (the process stopped mid-attempt), and the
-// consumer's one spare delivery is what lets the dispatcher dead-letter it
+// deliveries did not finish (the process stopped mid-attempt) or their
+// dead-letter copy failed. The consumer's MaxDeliver is unlimited, so that
+// such a delivery reaches the dispatcher, which dead-letters the event
 // instead of the server dropping it silently.
 var ErrExhausted = errors.New("no delivery attempts left")
 

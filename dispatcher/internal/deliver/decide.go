@@ -59,7 +59,8 @@ func (d *Dispatcher) decide(err error, delivery uint64) decision {
 		return decision{verdict: deadLetter, reason: reasonPermanent}
 	case errors.Is(err, errInterrupted):
 		// Our own shutdown is no reason to give an event up; if this was
-		// its last attempt, the spare delivery dead-letters it.
+		// its last attempt, the next delivery dead-letters it without an
+		// attempt.
 		return decision{verdict: retry, delay: d.set.RetryBase}
 	case errors.Is(err, ErrExhausted), delivery >= uint64(d.set.MaxDeliver):
 		return decision{verdict: deadLetter, reason: reasonMaxDeliveries}
@@ -75,6 +76,12 @@ func (d *Dispatcher) decide(err error, delivery uint64) decision {
 // HTTP attempt; settle uses a context of its own so that a message whose
 // attempt finished is always settled, also during shutdown.
 func (d *Dispatcher) handle(ctx, settleCtx context.Context, msg jetstream.Msg) {
+	// The pull may have buffered msg for as long as a worker took to become
+	// free, and AckWait covers one attempt only: restart it now, or the
+	// server redelivers msg while it is being posted.
+	if err := msg.InProgress(); err != nil {
+		d.log.Warn("could not mark message in progress; it may be delivered again", "subject", msg.Subject(), "error", err.Error())
+	}
 	meta, err := msg.Metadata()
 	if err != nil {
 		// A pull consumer only hands out JetStream messages, so this is a
@@ -82,16 +89,23 @@ func (d *Dispatcher) handle(ctx, settleCtx context.Context, msg jetstream.Msg) {
 		d.log.Error("message without JetStream metadata", "subject", msg.Subject(), "error", err)
 		return
 	}
-	// Deliveries that did not post, such as the spare one, are not
-	// counted as attempts.
-	a := attempt{orderID: lastToken(msg.Subject()), delivery: meta.NumDelivered, attempts: meta.NumDelivered - 1}
+	// Deliveries that did not post, such as those arriving past
+	// MAX_DELIVER, are not counted as attempts: at most MAX_DELIVER
+	// earlier deliveries posted.
+	a := attempt{
+		orderID:  lastToken(msg.Subject()),
+		delivery: meta.NumDelivered,
+		attempts: min(meta.NumDelivered-1, uint64(d.set.MaxDeliver)),
+	}
 	id, err := eventID(msg.Data())
 	a.eventID = id
 	switch {
 	case err != nil:
 		a.err = &PermanentError{Err: err}
+		a.attempts = 0 // no delivery of this body ever posts
 	case meta.NumDelivered > uint64(d.set.MaxDeliver):
-		a.err = fmt.Errorf("%w: delivery %d of an event allowed %d attempts; the earlier ones did not finish",
+		a.err = fmt.Errorf("%w: delivery %d of an event allowed %d attempts; "+
+			"the earlier ones did not finish or their dead-letter copy failed",
 			ErrExhausted, meta.NumDelivered, d.set.MaxDeliver)
 	default:
 		start := time.Now()

@@ -1,6 +1,7 @@
 package deliver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -19,15 +20,21 @@ import (
 // FilterSubject selects the events the dispatcher turns into webhooks.
 const FilterSubject = "orders.paid.>"
 
-// ackWaitMargin is added to the HTTP timeout for the consumer's AckWait, so
-// that the server never redelivers a message whose attempt is still
-// running: the margin covers the double ack or the dead-letter publish.
-const ackWaitMargin = 5 * time.Second
+// DefaultAckWaitMargin is added to the HTTP timeout for the consumer's
+// AckWait, so that the server never redelivers a message whose attempt is
+// still running: the margin covers the double ack or the dead-letter
+// publish. AckWait counts from the moment a worker takes the message (see
+// handle), not from when the pull buffered it.
+const DefaultAckWaitMargin = 5 * time.Second
 
-// ackPendingPerWorker sets MaxAckPending to a few messages per worker: the
-// events waiting out a backoff count as pending, and new events should keep
-// flowing past a few that fail.
-const ackPendingPerWorker = 4
+// maxAckPending is the consumer's MaxAckPending. It is large on purpose:
+// an event waiting out a NakWithDelay counts as ack-pending on the server,
+// so a limit near the concurrency would let a handful of failing events
+// (after a receiver outage, every event of the outage) stop all new
+// deliveries until their delays expire. The pull still fetches only
+// Concurrency messages at a time, so this does not widen what one process
+// holds; it only bounds how many events may wait out a retry at once.
+const maxAckPending = 10_000
 
 // DefaultShutdownGrace is how long in-flight attempts may run on after the
 // context ends before they are cancelled and redelivered later.
@@ -51,6 +58,10 @@ type Settings struct {
 	// ShutdownGrace bounds how long Run waits for in-flight attempts after
 	// its context ends; zero means DefaultShutdownGrace.
 	ShutdownGrace time.Duration
+	// AckWaitMargin is added to HTTPTimeout for the consumer's AckWait;
+	// zero means DefaultAckWaitMargin. Only tests set it, to make AckWait
+	// short.
+	AckWaitMargin time.Duration
 }
 
 // Dispatcher delivers the ORDERS events to one webhook receiver.
@@ -75,10 +86,13 @@ func New(nc *nats.Conn, js jetstream.JetStream, set Settings, logger *slog.Logge
 
 // ConsumerConfig is the durable "dispatcher" consumer on ORDERS. It has no
 // BackOff list, because the dispatcher sets every delay itself with
-// NakWithDelay and the two would add up. MaxDeliver has one delivery more
-// than the attempts: if the process dies during the last attempt, the spare
-// delivery lets the dispatcher dead-letter the event, where the server
-// would drop it without a trace.
+// NakWithDelay and the two would add up. MaxDeliver is unlimited: the
+// dispatcher counts the attempts itself (NumDelivered) and dead-letters an
+// event after MAX_DELIVER of them, or without an attempt when it arrives
+// past MAX_DELIVER because earlier attempts died with the process. The
+// server never gives up on an event on its own, which would drop it with no
+// more than an advisory: a dead-letter copy that fails is retried on the
+// next delivery until DEADLETTER accepts it.
 func ConsumerConfig(set Settings) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       natsx.ConsumerDispatcher,
@@ -86,9 +100,9 @@ func ConsumerConfig(set Settings) jetstream.ConsumerConfig {
 		FilterSubject: FilterSubject,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckWait:       set.HTTPTimeout + ackWaitMargin,
-		MaxDeliver:    set.MaxDeliver + 1,
-		MaxAckPending: ackPendingPerWorker * max(set.Concurrency, 1),
+		AckWait:       set.HTTPTimeout + cmp.Or(set.AckWaitMargin, DefaultAckWaitMargin),
+		MaxDeliver:    -1,
+		MaxAckPending: maxAckPending,
 	}
 }
 
@@ -159,7 +173,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 // consume runs the workers on one message iterator until ctx ends or the
 // iterator stops. The iterator keeps at most Concurrency messages buffered,
 // so that a message waits in this process only as long as a worker needs
-// to become free.
+// to become free; handle restarts its AckWait when a worker takes it.
 func (d *Dispatcher) consume(ctx, work, settle context.Context, cancelWork context.CancelFunc, cons jetstream.Consumer) error {
 	it, err := cons.Messages(jetstream.PullMaxMessages(d.set.Concurrency), natsx.PullExpiry)
 	if err != nil {

@@ -33,12 +33,14 @@ func TestConsumerConfig(t *testing.T) {
 		t.Errorf("DeliverPolicy = %v", cfg.DeliverPolicy)
 	case cfg.AckWait <= set.HTTPTimeout:
 		t.Errorf("AckWait = %s, want above the HTTP timeout %s", cfg.AckWait, set.HTTPTimeout)
-	case cfg.MaxDeliver != 16:
-		t.Errorf("MaxDeliver = %d, want MAX_DELIVER + 1 spare", cfg.MaxDeliver)
+	case cfg.AckWait != set.HTTPTimeout+deliver.DefaultAckWaitMargin:
+		t.Errorf("AckWait = %s, want the HTTP timeout plus %s", cfg.AckWait, deliver.DefaultAckWaitMargin)
+	case cfg.MaxDeliver != -1:
+		t.Errorf("MaxDeliver = %d, want -1: the dispatcher enforces MAX_DELIVER itself", cfg.MaxDeliver)
 	case len(cfg.BackOff) != 0:
 		t.Errorf("BackOff = %v, want none: NakWithDelay sets the delays", cfg.BackOff)
-	case cfg.MaxAckPending < set.Concurrency:
-		t.Errorf("MaxAckPending = %d, below the concurrency", cfg.MaxAckPending)
+	case cfg.MaxAckPending < 1000:
+		t.Errorf("MaxAckPending = %d, want at least 1000: events waiting out a retry delay count against it", cfg.MaxAckPending)
 	}
 }
 
