@@ -65,13 +65,19 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		RetryMax:       cfg.EmailRetryMax,
 		MessageTimeout: cfg.SMTPTimeout + 10*time.Second,
 		Grace:          5 * time.Second,
+		// Whenever pulling fails, the worker provisions again before it
+		// pulls: a consumer or stream deleted while the service runs is
+		// back within seconds instead of at the next restart.
+		Provision: func(ctx context.Context) (jetstream.Consumer, error) {
+			return provision(ctx, nc, js, cfg)
+		},
 	}
 	// The worker starts once its stream, bucket and consumer exist; until
 	// then /readyz says what is missing.
 	emails := func(ctx context.Context) error {
 		var cons jetstream.Consumer
 		err := natsx.Retry(ctx, logger, "provision NATS", func(ctx context.Context) error {
-			c, err := provision(ctx, nc, js, cfg)
+			c, err := worker.Provision(ctx)
 			if err != nil {
 				return err
 			}

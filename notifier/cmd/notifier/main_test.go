@@ -270,3 +270,56 @@ func TestEndToEndOneEmail(t *testing.T) {
 		t.Error("no duplicate logged")
 	}
 }
+
+// TestRunProvisionsAgain: the email consumer, or the whole NOTIFICATIONS
+// stream, deleted while the service runs (an operator's mistake, a restore)
+// is created again, and emails flow without a restart. The worker notices at
+// once when its pull was waiting, and within a missed heartbeat (PullExpiry)
+// otherwise; the waits allow for the latter.
+func TestRunProvisionsAgain(t *testing.T) {
+	srv := natstest.RunServer(t)
+	mail := smtptest.Start(t)
+	s := startNotifier(t, map[string]string{"NATS_URL": srv.URL(), "SMTP_ADDR": mail.Addr})
+	s.waitReady(t)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(s.stdout.String())
+		}
+	})
+	_, js := natstest.Connect(t, srv.URL())
+	ctx := context.Background()
+	empty := func() bool {
+		stream, err := js.Stream(ctx, natsx.StreamNotifications)
+		if err != nil {
+			return false
+		}
+		info, err := stream.Info(ctx)
+		return err == nil && info.State.Msgs == 0
+	}
+
+	for i, remove := range []struct {
+		what string
+		do   func() error
+	}{
+		{"the email consumer", func() error {
+			return js.DeleteConsumer(ctx, natsx.StreamNotifications, natsx.ConsumerEmail)
+		}},
+		{"the NOTIFICATIONS stream", func() error { return js.DeleteStream(ctx, natsx.StreamNotifications) }},
+	} {
+		if err := remove.do(); err != nil {
+			t.Fatalf("delete %s: %v", remove.what, err)
+		}
+		eventually(t, 15*time.Second, "/readyz after deleting "+remove.what, func() bool { return s.get("/readyz") == 200 })
+		ev, body := newEvent(t)
+		eventually(t, 15*time.Second, "the webhook to be accepted after deleting "+remove.what, func() bool {
+			code, status := s.postWebhook(t, ev.ID, body)
+			return code == 200 && (status == "event_received" || status == "duplicate")
+		})
+		eventually(t, 15*time.Second, "the email after deleting "+remove.what, func() bool { return len(mail.Messages()) == i+1 })
+		// The next deletion comes once the worker has acked the email.
+		eventually(t, 15*time.Second, "NOTIFICATIONS to empty", empty)
+	}
+	if n := strings.Count(s.stdout.String(), `"msg":"NATS provisioned for the email worker"`); n < 2 {
+		t.Errorf("the worker provisioned %d times, want at least 2", n)
+	}
+}

@@ -3,6 +3,7 @@ package email
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/textproto"
 	"strconv"
@@ -35,10 +36,13 @@ func ConsumerConfig(subject string, ackWait time.Duration) jetstream.ConsumerCon
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       ackWait,
 		MaxDeliver:    -1,
-		// Messages waiting for a retry count as pending; a few dozen of
-		// them mean the mail server is in trouble, and pulling more would
-		// only pile up claims.
-		MaxAckPending: 32,
+		// A message waiting out its NakWithDelay counts as ack pending
+		// until it is redelivered. With a low limit, a few dozen emails
+		// the mail server refuses would fill it and keep every new
+		// message from being delivered at all; the worker handles one
+		// message at a time anyway, so this only has to stay above the
+		// number of messages that may be waiting for a retry at once.
+		MaxAckPending: 1000,
 	}
 }
 
@@ -62,11 +66,24 @@ type Worker struct {
 	// Grace is how long the message in flight may still run once Run's
 	// context ends; zero means 5 s.
 	Grace time.Duration
+	// DoneRetryMax is how long the worker keeps trying to record a sent
+	// email as done (while NATS is away) before it settles the message
+	// anyway; zero means the store's claim TTL.
+	DoneRetryMax time.Duration
+	// Provision, when not nil, creates or updates the stream, bucket and
+	// consumer the worker needs and returns the consumer. Run calls it
+	// whenever pulling fails, before it pulls again, so that a consumer
+	// or stream deleted while the worker runs is created again.
+	Provision func(context.Context) (jetstream.Consumer, error)
 }
 
-// Run pulls and handles messages until ctx ends, then lets the message in
-// flight finish (for at most Grace) and returns nil. Messages prefetched but
-// not started are left to JetStream, which redelivers them after AckWait.
+// doneTryTimeout bounds one attempt to record a sent email as done.
+const doneTryTimeout = 5 * time.Second
+
+// Run pulls and handles messages of cons until ctx ends, then lets the
+// message in flight finish (for at most Grace) and returns nil. Messages
+// prefetched but not started are left to JetStream, which redelivers them
+// after AckWait. With Provision set, cons may be nil: Run provisions first.
 func (w *Worker) Run(ctx context.Context, cons jetstream.Consumer) error {
 	// In-flight work runs on its own context so that a shutdown does not
 	// cut a send in half; it is cancelled Grace after ctx ends, so that a
@@ -77,9 +94,21 @@ func (w *Worker) Run(ctx context.Context, cons jetstream.Consumer) error {
 	defer stopGrace()
 
 	for ctx.Err() == nil {
+		if cons == nil {
+			c, err := w.provision(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					w.Logger.Warn("provisioning NATS for the email worker failed, retrying", "error", err)
+					sleep(ctx, time.Second)
+				}
+				continue
+			}
+			cons = c
+		}
 		it, err := cons.Messages(jetstream.PullMaxMessages(1), natsx.PullExpiry)
 		if err != nil {
 			w.Logger.Warn("pull from NOTIFICATIONS failed, retrying", "error", err)
+			w.forget(&cons)
 			sleep(ctx, time.Second)
 			continue
 		}
@@ -87,10 +116,36 @@ func (w *Worker) Run(ctx context.Context, cons jetstream.Consumer) error {
 		it.Stop()
 		if err != nil && ctx.Err() == nil {
 			w.Logger.Warn("pull from NOTIFICATIONS interrupted, resubscribing", "error", err)
+			w.forget(&cons)
 			sleep(ctx, time.Second)
 		}
 	}
 	return nil
+}
+
+// forget drops the consumer after pulling failed, when the worker can
+// provision a new one: the consumer (or its stream) may have been deleted,
+// and pulling from it again would fail for as long as the process lives.
+// Provisioning again is harmless when it was only a NATS outage.
+func (w *Worker) forget(cons *jetstream.Consumer) {
+	if w.Provision != nil {
+		*cons = nil
+	}
+}
+
+// provision runs Provision once, bounded by 5 s.
+func (w *Worker) provision(ctx context.Context) (jetstream.Consumer, error) {
+	if w.Provision == nil {
+		return nil, errors.New("no consumer and no way to provision one")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	cons, err := w.Provision(ctx)
+	if err != nil {
+		return nil, err
+	}
+	w.Logger.Info("NATS provisioned for the email worker", "stream", natsx.StreamNotifications, "consumer", natsx.ConsumerEmail)
+	return cons, nil
 }
 
 func (w *Worker) consume(ctx, work context.Context, it jetstream.MessagesContext) error {
@@ -103,7 +158,7 @@ func (w *Worker) consume(ctx, work context.Context, it jetstream.MessagesContext
 			return err
 		}
 		msgCtx, cancel := context.WithTimeout(work, orDefault(w.MessageTimeout, 30*time.Second))
-		w.process(msgCtx, msg)
+		w.process(work, msgCtx, msg)
 		cancel()
 	}
 }
@@ -127,13 +182,15 @@ type decision struct {
 	err     error
 }
 
-func (w *Worker) process(ctx context.Context, msg jetstream.Msg) {
+// process handles msg within ctx; work, which outlives ctx (it ends Grace
+// after shutdown begins), bounds recording an email already sent.
+func (w *Worker) process(work, ctx context.Context, msg jetstream.Msg) {
 	start := time.Now()
 	var attempt uint64 = 1
 	if md, err := msg.Metadata(); err == nil {
 		attempt = md.NumDelivered
 	}
-	ev, d := w.handle(ctx, msg, attempt)
+	ev, d := w.handle(work, ctx, msg, attempt)
 	settleErr := w.settle(ctx, msg, d)
 	w.Metrics.handled(d.outcome)
 
@@ -156,6 +213,12 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) {
 		}
 	}
 	w.Logger.Log(ctx, level, "email "+d.outcome, attrs...)
+	if d.outcome == "sent_unrecorded" {
+		// The window that remains: nothing here can undo the send.
+		w.Logger.Error("email sent but not recorded as done: if this message is redelivered (its ack is lost too) "+
+			"or its webhook is retried after the claim expires, the email goes out a second time",
+			"event_id", ev.ID, "order_id", ev.Data.OrderID)
+	}
 	if settleErr != nil {
 		w.Logger.Warn("settling the message failed; JetStream will redeliver it",
 			"event_id", ev.ID, "outcome", d.outcome, "error", settleErr)
@@ -164,7 +227,7 @@ func (w *Worker) process(ctx context.Context, msg jetstream.Msg) {
 
 // handle claims the event, sends its email and records it, and returns
 // what should happen to the message.
-func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, attempt uint64) (event.OrderPaid, decision) {
+func (w *Worker) handle(work, ctx context.Context, msg jetstream.Msg, attempt uint64) (event.OrderPaid, decision) {
 	ev, err := event.Decode(msg.Data())
 	if err != nil {
 		// The handler validated the body before publishing it, so this is
@@ -197,13 +260,48 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg, attempt uint64) 
 		}
 		return ev, decision{action: retry, outcome: "send_failed", delay: w.backoff(attempt), err: err}
 	}
-	if err := w.Store.MarkDone(ctx, ev.ID, rev); err != nil {
+	if err := w.recordDone(work, msg, ev, rev); err != nil {
 		// The email is out, so the message is acked all the same: a retry
 		// would send it twice. The claim keeps duplicates away until it
 		// expires.
 		return ev, decision{action: doubleAck, outcome: "sent_unrecorded", err: err}
 	}
 	return ev, decision{action: doubleAck, outcome: "sent"}
+}
+
+// recordDone marks ev done once its email is out, and keeps trying while
+// NATS is away: until it succeeds, work ends (Grace after shutdown begins)
+// or DoneRetryMax passes. Giving up at the first failure would be worse than
+// waiting: the ack that follows usually fails too, and the message comes
+// back after AckWait, finds the claim its own delivery left, takes it over
+// and sends the email again. Between attempts the message is marked in
+// progress, so that AckWait does not run out while NATS is reachable.
+func (w *Worker) recordDone(work context.Context, msg jetstream.Msg, ev event.OrderPaid, rev uint64) error {
+	ctx, cancel := context.WithTimeout(work, orDefault(w.DoneRetryMax, w.Store.ClaimTTL()))
+	defer cancel()
+	for attempt := uint64(1); ; attempt++ {
+		tryCtx, cancelTry := context.WithTimeout(ctx, doneTryTimeout)
+		err := w.Store.MarkDone(tryCtx, ev.ID, rev)
+		cancelTry()
+		if err == nil {
+			if attempt > 1 {
+				w.Logger.Info("sent email recorded as done", "event_id", ev.ID, "attempts", attempt)
+			}
+			return nil
+		}
+		if attempt == 1 {
+			w.Logger.Warn("recording a sent email as done failed; retrying before settling the message",
+				"event_id", ev.ID, "error", err)
+		}
+		t := time.NewTimer(backoff.Exponential(100*time.Millisecond, 2*time.Second, attempt))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("gave up after %d attempts (%w): %w", attempt, context.Cause(ctx), err)
+		case <-t.C:
+		}
+		_ = msg.InProgress()
+	}
 }
 
 // settle acknowledges, delays or terminates msg as d says.

@@ -28,6 +28,7 @@ var (
 )
 
 type fixture struct {
+	nats   *natstest.Server
 	js     jetstream.JetStream
 	stream jetstream.Stream
 	kv     jetstream.KeyValue
@@ -38,8 +39,39 @@ type fixture struct {
 // claims that live claimTTL; everything stops when the test ends.
 func startWorker(t *testing.T, claimTTL time.Duration) *fixture {
 	t.Helper()
+	return startWorkerWith(t, claimTTL, setup{})
+}
+
+// setup adjusts what startWorkerWith runs; its zero value is startWorker's.
+type setup struct {
+	// ackWait is the consumer's AckWait; zero means 30 s.
+	ackWait time.Duration
+	// unbuffered gives the worker a connection of its own that fails
+	// publishes while it is disconnected instead of buffering them until
+	// it reconnects: the worker sees a NATS outage as it does when a
+	// cluster has lost its JetStream quorum, or when the buffered writes
+	// die with the connection.
+	unbuffered bool
+	// worker, when not nil, adjusts the worker before it runs.
+	worker func(*Worker)
+}
+
+// startWorkerWith is startWorker adjusted by s.
+func startWorkerWith(t *testing.T, claimTTL time.Duration, s setup) *fixture {
+	t.Helper()
 	srv := natstest.RunServer(t)
 	_, js := natstest.Connect(t, srv.URL())
+	workerJS := js
+	if s.unbuffered {
+		nc, err := nats.Connect(srv.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.ReconnectBufSize(-1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		if workerJS, err = jetstream.New(nc); err != nil {
+			t.Fatal(err)
+		}
+	}
 	ctx := context.Background()
 	err := natsx.Provision(ctx, js,
 		[]jetstream.StreamConfig{natsx.NotificationsStream(1)},
@@ -47,7 +79,7 @@ func startWorker(t *testing.T, claimTTL time.Duration) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, natsx.StreamNotifications, ConsumerConfig(receive.Subject, 30*time.Second))
+	cons, err := workerJS.CreateOrUpdateConsumer(ctx, natsx.StreamNotifications, ConsumerConfig(receive.Subject, orDefault(s.ackWait, 30*time.Second)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,12 +93,15 @@ func startWorker(t *testing.T, claimTTL time.Duration) *fixture {
 	}
 	mail := smtptest.Start(t)
 	w := &Worker{
-		Store:     processed.New(js, claimTTL),
+		Store:     processed.New(workerJS, claimTTL),
 		Sender:    &SMTPSender{Addr: mail.Addr, From: "orders@example.com", Timeout: 5 * time.Second},
 		Logger:    slog.New(slog.NewTextHandler(io.Discard, nil)),
 		RetryBase: 20 * time.Millisecond,
 		RetryMax:  100 * time.Millisecond,
 		BusyDelay: 50 * time.Millisecond,
+	}
+	if s.worker != nil {
+		s.worker(w)
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -82,7 +117,7 @@ func startWorker(t *testing.T, claimTTL time.Duration) *fixture {
 			t.Error("worker did not stop within 10 s")
 		}
 	})
-	return &fixture{js: js, stream: stream, kv: kv, smtp: mail}
+	return &fixture{nats: srv, js: js, stream: stream, kv: kv, smtp: mail}
 }
 
 func newEvent(t *testing.T) event.OrderPaid {
@@ -335,5 +370,62 @@ func TestWorkerTerminatesUndecodableMessage(t *testing.T) {
 	eventually(t, 10*time.Second, "the corrupt message to be removed", func() bool { return f.pending(t) == 0 })
 	if n := f.smtp.Attempts(); n != 0 {
 		t.Fatalf("%d send attempts for a corrupt message", n)
+	}
+}
+
+// TestWorkerRecordsDoneThroughNATSOutage: NATS goes away while the mail
+// server accepts the email, so the done record cannot be written at once.
+// The worker must keep the message until the record is written instead of
+// acking nothing, letting the message come back after AckWait, find its own
+// claim and send the email again.
+func TestWorkerRecordsDoneThroughNATSOutage(t *testing.T) {
+	// A short AckWait brings the redelivery that would send the second
+	// email soon after NATS is back.
+	const (
+		ackWait = 3 * time.Second
+		outage  = 2 * time.Second
+	)
+	f := startWorkerWith(t, time.Minute, setup{ackWait: ackWait, unbuffered: true})
+	ev := newEvent(t)
+
+	down, resume := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	f.smtp.OnData(func(int) {
+		once.Do(func() {
+			close(down)
+			// The server answers 250 once NATS is gone.
+			select {
+			case <-resume:
+			case <-time.After(10 * time.Second):
+			}
+		})
+	})
+	f.publish(t, ev, ev.ID)
+
+	select {
+	case <-down:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the email did not reach the mail server within 10 s")
+	}
+	f.nats.Shutdown()
+	close(resume)
+	time.Sleep(outage)
+	f.nats.Restart(t)
+
+	// The test's own connection may still be reconnecting: errors are
+	// not failures here.
+	ctx := context.Background()
+	eventually(t, 60*time.Second, "NOTIFICATIONS to empty and the event to be done", func() bool {
+		info, err := f.stream.Info(ctx)
+		if err != nil || info.State.Msgs != 0 {
+			return false
+		}
+		e, err := f.kv.Get(ctx, ev.ID)
+		return err == nil && string(e.Value()) == string(processed.Done)
+	})
+	// A redelivery would come AckWait after the restart at the latest.
+	time.Sleep(ackWait + time.Second)
+	if n := len(f.smtp.Messages()); n != 1 {
+		t.Fatalf("%d emails, want 1", n)
 	}
 }

@@ -49,6 +49,9 @@ func New(js jetstream.JetStream, claimTTL time.Duration) *Store {
 	return &Store{js: js, claimTTL: claimTTL}
 }
 
+// ClaimTTL is how long a claim lives unless it is turned into Done.
+func (s *Store) ClaimTTL() time.Duration { return s.claimTTL }
+
 func (s *Store) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
