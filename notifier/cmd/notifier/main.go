@@ -98,6 +98,8 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		Store:    store,
 		Logger:   logger,
 		Metrics:  receive.NewMetrics(reg),
+		// Events older than their idempotency records could be replays.
+		MaxEventAge: cfg.ProcessedTTL,
 	}
 	app := receive.NewApp(handler, logger, func(ctx context.Context) error {
 		return natsx.Check(ctx, nc, js, requirement)

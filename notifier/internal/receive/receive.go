@@ -54,6 +54,12 @@ type Handler struct {
 	// Timeout bounds the NATS work of one request; zero means
 	// DefaultTimeout.
 	Timeout time.Duration
+	// MaxEventAge refuses events older than this (PROCESSED_TTL): the
+	// idempotency record of such an event may have expired, so a replay
+	// could not be told from a first delivery. Zero means no limit.
+	MaxEventAge time.Duration
+	// Now is the clock for MaxEventAge; nil means time.Now.
+	Now func() time.Time
 }
 
 // NewApp returns the notifier's HTTP server: the webhook route, the health
@@ -69,6 +75,13 @@ func NewApp(h *Handler, logger *slog.Logger, ready func(context.Context) error) 
 	})
 	app.Post(Path, h.Serve)
 	return app
+}
+
+func (h *Handler) now() time.Time {
+	if h.Now != nil {
+		return h.Now()
+	}
+	return time.Now()
 }
 
 // result is what became of one request, for its log line and metrics.
@@ -142,6 +155,13 @@ func (h *Handler) serve(c *fiber.Ctx) (result, error) {
 	if ev.ID != res.eventID {
 		res.outcome = outcomeInvalid
 		return res, problem.Invalid(map[string]string{"id": "must equal the " + webhook.HeaderID + " header"})
+	}
+	if h.MaxEventAge > 0 && h.now().Sub(ev.Timestamp) > h.MaxEventAge {
+		// A genuine delivery never takes this long; a replay (a recreated
+		// consumer reading old events, say) must not send a second email.
+		// The 422 makes the dispatcher dead-letter it, where it is seen.
+		res.outcome = outcomeInvalid
+		return res, problem.Invalid(map[string]string{"timestamp": "older than PROCESSED_TTL (" + h.MaxEventAge.String() + "): its duplicates can no longer be detected"})
 	}
 
 	// Without a connection every NATS call would wait for the timeout;

@@ -81,6 +81,8 @@ func newFixture(t *testing.T) *fixture {
 		Store:    processed.New(js, time.Minute),
 		Logger:   logger,
 		Timeout:  time.Second,
+		// The test events are minutes old at most.
+		MaxEventAge: time.Hour,
 	}
 	app := NewApp(h, logger, func(context.Context) error { return nil })
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -524,6 +526,18 @@ func TestHandler(t *testing.T) {
 				return req
 			},
 			wantStatus: 415,
+		},
+		{
+			name: "event older than PROCESSED_TTL",
+			request: func(t *testing.T, id string, body []byte) *http.Request {
+				old := time.Now().Add(-2 * time.Hour).UTC().Format(time.RFC3339)
+				var ev map[string]any
+				_ = json.Unmarshal(body, &ev)
+				ev["timestamp"] = old
+				stale, _ := json.Marshal(ev)
+				return signed(t, testSecret, id, time.Now(), stale)
+			},
+			wantStatus: 422, wantFields: []string{"timestamp"},
 		},
 		{
 			name: "already processed",
