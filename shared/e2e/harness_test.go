@@ -321,6 +321,45 @@ type createdOrder struct {
 	Currency      string `json:"currency"`
 }
 
+// createOrderRetrying posts an order like a careful client during an
+// outage: it retries 503s and connection errors with the same
+// Idempotency-Key until it gets its 201.
+func (s *system) createOrderRetrying(key, email string) createdOrder {
+	s.t.Helper()
+	body := fmt.Sprintf(`{"product_name":"Book","quantity":2,"price_per_item":10.50,"customer_email":%q}`, email)
+	client := &http.Client{Timeout: 5 * time.Second}
+	var last string
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		req, _ := http.NewRequest(http.MethodPost, s.ordersURL+"/orders", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", key)
+		resp, err := client.Do(req)
+		if err != nil {
+			last = err.Error()
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusCreated:
+			var o createdOrder
+			if err := json.Unmarshal(b, &o); err != nil {
+				s.t.Fatal(err)
+			}
+			return o
+		case http.StatusServiceUnavailable:
+			last = string(b)
+			time.Sleep(100 * time.Millisecond)
+		default:
+			s.t.Fatalf("POST /orders = %d %s", resp.StatusCode, b)
+		}
+	}
+	s.t.Fatalf("no 201 within 30 s; last answer: %s", last)
+	return createdOrder{}
+}
+
 func (s *system) createOrder(key, email string) createdOrder {
 	s.t.Helper()
 	body := fmt.Sprintf(`{"product_name":"Book","quantity":2,"price_per_item":10.50,"customer_email":%q}`, email)

@@ -460,7 +460,7 @@ func TestClusterNodeLoss(t *testing.T) {
 	var ids []string
 	create := func(n int, tag string) {
 		for i := 0; i < n; i++ {
-			ids = append(ids, s.createOrder(fmt.Sprintf("%s-%d", tag, i), fmt.Sprintf("%s%d@example.com", tag, i)).OrderID)
+			ids = append(ids, s.createOrderRetrying(fmt.Sprintf("%s-%d", tag, i), fmt.Sprintf("%s%d@example.com", tag, i)).OrderID)
 		}
 	}
 	create(3, "before")

@@ -52,10 +52,16 @@ func TestClusterKeepsReplicatedStreamWritable(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Servers[1].Shutdown()
+	// A publish in flight while the client reconnects, or while the stream
+	// elects a new leader, gets no answer: each try has its own short
+	// deadline, as a careful client's would.
 	var err error
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if _, err = js.Publish(ctx, "r3.b", []byte("during")); err == nil || time.Now().After(deadline) {
+		tryCtx, cancelTry := context.WithTimeout(ctx, 2*time.Second)
+		_, err = js.Publish(tryCtx, "r3.b", []byte("during"), jetstream.WithMsgID("during-1"))
+		cancelTry()
+		if err == nil || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
