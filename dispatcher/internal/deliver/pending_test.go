@@ -112,7 +112,7 @@ func TestDeadLetterCopyRetriedUntilItSucceeds(t *testing.T) {
 // event, or the server redelivers it while it is being posted.
 func TestBufferedEventPostedOnce(t *testing.T) {
 	t.Parallel()
-	const slow = 1200 * time.Millisecond
+	const slow = 1500 * time.Millisecond
 	// Two workers post the first two events. The first answer is quick:
 	// its worker pulls two more events, posts one and leaves the other
 	// buffered until the second worker is free, a whole slow attempt later.
@@ -125,8 +125,10 @@ func TestBufferedEventPostedOnce(t *testing.T) {
 	srv := startReceiver(t, rc)
 	set := fastSettings(srv.URL, mustSecret(t))
 	set.Concurrency = 2
-	set.HTTPTimeout = 1500 * time.Millisecond
-	set.AckWaitMargin = 100 * time.Millisecond // AckWait 1.6 s, less than two attempts
+	set.HTTPTimeout = 2200 * time.Millisecond
+	// AckWait 2.5 s: a second more than one attempt, under load too, and half
+	// a second less than the 3 s a buffered event spends before its answer.
+	set.AckWaitMargin = 300 * time.Millisecond
 	h := newHarness(t, set)
 	var ids []string
 	for range 4 {
