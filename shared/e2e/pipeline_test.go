@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/jethook/jethook/shared/testkit"
 	"io"
 	"net/http"
 	"strings"
@@ -158,10 +159,9 @@ func postWebhook(t *testing.T, url string, h http.Header, body []byte) (int, str
 
 func newEvent(t *testing.T, email string) event.OrderPaid {
 	t.Helper()
-	id, _ := event.NewID()
-	return event.OrderPaid{ID: id, Type: event.TypeOrderPaid, Timestamp: time.Now().UTC().Truncate(time.Second),
-		Data: event.OrderData{OrderID: "0193a5b2-7c1d-7aaa-8bbb-" + id[len(id)-12:], CustomerEmail: email,
-			ProductName: "Lamp", Quantity: 1, AmountMinor: 4999, Currency: "EUR"}}
+	e := testkit.OrderPaid(t)
+	e.Data.CustomerEmail = email
+	return e
 }
 
 // TestForgeriesRejected: forged webhooks get 403 and never an email.
@@ -179,7 +179,7 @@ func TestForgeriesRejected(t *testing.T) {
 		{"wrong secret", func() (http.Header, []byte) { return signedWebhook(t, other, e) }},
 		{"tampered body", func() (http.Header, []byte) {
 			h, b := valid()
-			return h, []byte(strings.Replace(string(b), "4999", "1", 1))
+			return h, []byte(strings.Replace(string(b), `"quantity":2`, `"quantity":3`, 1))
 		}},
 		{"stale timestamp", func() (http.Header, []byte) {
 			body, _ := e.Marshal()

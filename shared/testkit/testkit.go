@@ -1,6 +1,7 @@
 // Package testkit holds the few helpers that every test running real
 // servers here needs: a free port on 127.0.0.1, polling with a deadline
-// instead of sleeping, and a goroutine-safe buffer for a process's output.
+// instead of sleeping, a goroutine-safe buffer for a process's output, and
+// a valid event to send.
 package testkit
 
 import (
@@ -9,6 +10,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/jethook/jethook/shared/event"
 )
 
 // FreeAddr returns a 127.0.0.1 address that was free a moment ago.
@@ -52,4 +57,25 @@ func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// OrderPaid returns a valid order.paid event with fresh ids, dated now: a
+// book for ada@example.com, 2 × 10.50 USD.
+func OrderPaid(tb testing.TB) event.OrderPaid {
+	tb.Helper()
+	id, err := event.NewID()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	orderID, err := uuid.NewV7()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return event.OrderPaid{
+		ID: id, Type: event.TypeOrderPaid, Timestamp: time.Now().UTC().Truncate(time.Second),
+		Data: event.OrderData{
+			OrderID: orderID.String(), CustomerEmail: "ada@example.com",
+			ProductName: "Book", Quantity: 2, AmountMinor: 2100, Currency: "USD",
+		},
+	}
 }

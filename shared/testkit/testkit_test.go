@@ -36,3 +36,13 @@ func TestSyncBufferKeepsEveryWrite(t *testing.T) {
 		t.Fatalf("buffer holds %d bytes, want 20", n)
 	}
 }
+
+func TestOrderPaidMeetsTheContract(t *testing.T) {
+	a, b := OrderPaid(t), OrderPaid(t)
+	if f := a.Validate(); len(f) != 0 {
+		t.Fatalf("OrderPaid breaks the contract: %v", f)
+	}
+	if a.ID == b.ID || a.Data.OrderID == b.Data.OrderID {
+		t.Fatal("two events share an id")
+	}
+}

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -158,28 +157,12 @@ func (h *harness) stop(t *testing.T) time.Duration {
 // its exact body.
 func (h *harness) publish(t *testing.T) (event.OrderPaid, []byte) {
 	t.Helper()
-	id, err := event.NewID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := event.OrderPaid{
-		ID:        id,
-		Type:      event.TypeOrderPaid,
-		Timestamp: time.Now().UTC().Truncate(time.Second),
-		Data: event.OrderData{
-			OrderID:       uuid.Must(uuid.NewV7()).String(),
-			CustomerEmail: "ada@example.com",
-			ProductName:   "Book",
-			Quantity:      2,
-			AmountMinor:   2100,
-			Currency:      "USD",
-		},
-	}
+	e := testkit.OrderPaid(t)
 	body, err := e.Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.publishRaw(t, event.Subject(e.Data.OrderID), body, id)
+	h.publishRaw(t, event.Subject(e.Data.OrderID), body, e.ID)
 	return e, body
 }
 
@@ -200,6 +183,13 @@ func (h *harness) publishRaw(t *testing.T, subject string, body []byte, msgID st
 // no message waiting and none delivered but unsettled.
 func (h *harness) consumerIdle(t *testing.T) bool {
 	t.Helper()
+	info := h.consumerInfo(t)
+	return info.NumPending == 0 && info.NumAckPending == 0
+}
+
+// consumerInfo returns the dispatcher consumer's state.
+func (h *harness) consumerInfo(t *testing.T) *jetstream.ConsumerInfo {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	cons, err := h.js.Consumer(ctx, natsx.StreamOrders, natsx.ConsumerDispatcher)
@@ -210,7 +200,7 @@ func (h *harness) consumerIdle(t *testing.T) bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return info.NumPending == 0 && info.NumAckPending == 0
+	return info
 }
 
 // deadLetters returns the messages in DEADLETTER.

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/jethook/jethook/dispatcher/internal/deliver"
 	"github.com/jethook/jethook/shared/natsx"
 	"github.com/jethook/jethook/shared/webhook"
@@ -24,22 +22,6 @@ func failedCopies(recs []map[string]any) int {
 		}
 	}
 	return n
-}
-
-// consumerInfo returns the dispatcher consumer's state.
-func (h *harness) consumerInfo(t *testing.T) *jetstream.ConsumerInfo {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	cons, err := h.js.Consumer(ctx, natsx.StreamOrders, natsx.ConsumerDispatcher)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info
 }
 
 // A dead-letter copy that fails on the last attempt, and on every delivery

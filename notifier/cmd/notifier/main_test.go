@@ -121,21 +121,7 @@ func (s *instance) postWebhook(t *testing.T, id string, body []byte) (int, strin
 
 func newEvent(t *testing.T) (event.OrderPaid, []byte) {
 	t.Helper()
-	id, err := event.NewID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	orderID, err := event.NewID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev := event.OrderPaid{
-		ID: id, Type: event.TypeOrderPaid, Timestamp: time.Now().UTC().Truncate(time.Second),
-		Data: event.OrderData{
-			OrderID: strings.TrimPrefix(orderID, event.IDPrefix), CustomerEmail: "ada@example.com",
-			ProductName: "Book", Quantity: 2, AmountMinor: 2100, Currency: "USD",
-		},
-	}
+	ev := testkit.OrderPaid(t)
 	body, err := ev.Marshal()
 	if err != nil {
 		t.Fatal(err)

@@ -120,21 +120,7 @@ func startWorkerWith(t *testing.T, claimTTL time.Duration, s setup) *fixture {
 	return &fixture{nats: srv, js: js, stream: stream, kv: kv, smtp: mail}
 }
 
-func newEvent(t *testing.T) event.OrderPaid {
-	t.Helper()
-	id, err := event.NewID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	orderID, err := event.NewID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev := sampleEvent()
-	ev.ID = id
-	ev.Data.OrderID = strings.TrimPrefix(orderID, event.IDPrefix)
-	return ev
-}
+func newEvent(t *testing.T) event.OrderPaid { return testkit.OrderPaid(t) }
 
 // publish queues ev as the webhook handler does, with msgID as Nats-Msg-Id.
 func (f *fixture) publish(t *testing.T, ev event.OrderPaid, msgID string) {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/jethook/jethook/shared/testkit"
 	"io"
 	"log/slog"
 	"net"
@@ -20,7 +21,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jethook/jethook/notifier/internal/processed"
-	"github.com/jethook/jethook/shared/event"
 	"github.com/jethook/jethook/shared/natstest"
 	"github.com/jethook/jethook/shared/natsx"
 	"github.com/jethook/jethook/shared/problem"
@@ -163,26 +163,12 @@ func (f *fixture) doOversized(t *testing.T, req *http.Request) response {
 // newEvent returns a valid order.paid event body and its id.
 func newEvent(t *testing.T) (string, []byte) {
 	t.Helper()
-	id, err := event.NewID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	orderID, err := event.NewID()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev := event.OrderPaid{
-		ID: id, Type: event.TypeOrderPaid, Timestamp: time.Now().UTC().Truncate(time.Second),
-		Data: event.OrderData{
-			OrderID: strings.TrimPrefix(orderID, event.IDPrefix), CustomerEmail: "ada@example.com",
-			ProductName: "Book", Quantity: 2, AmountMinor: 2100, Currency: "USD",
-		},
-	}
+	ev := testkit.OrderPaid(t)
 	body, err := ev.Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return id, body
+	return ev.ID, body
 }
 
 // signed is a webhook request signed as the dispatcher would sign it.
