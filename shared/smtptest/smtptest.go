@@ -39,6 +39,14 @@ type Server struct {
 	refused  int
 	attempts int
 	onData   func(attempt int)
+	// latency is how long the server takes to answer the final "." of
+	// DATA, as a relay that scans or relays synchronously does.
+	latency time.Duration
+	// rejectRcpt, when set, refuses a recipient for good (550) when it
+	// returns true; rejected counts those refusals.
+	rejectRcpt func(addr string) bool
+	rejected   int
+	sessions   int
 	// stall, while not nil, holds every message at the end of DATA until
 	// it is closed; closed ends the holding for good when the server stops.
 	stall  chan struct{}
@@ -65,6 +73,9 @@ func Listen(addr string) (*Server, error) {
 	}
 	s := &Server{Addr: ln.Addr().String(), closed: make(chan struct{})}
 	s.srv = smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
+		s.mu.Lock()
+		s.sessions++
+		s.mu.Unlock()
 		return &session{s: s}, nil
 	}))
 	s.srv.Domain = "localhost"
@@ -138,6 +149,40 @@ func (s *Server) Attempts() int {
 	return s.attempts
 }
 
+// SetLatency makes the server wait d before it answers the final "." of
+// each message, as a slow relay does; the message is accepted after the
+// wait, unless the server stops first.
+func (s *Server) SetLatency(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.latency = d
+}
+
+// RejectRecipients makes the server refuse, with a permanent 550 at RCPT
+// TO, every recipient for which reject returns true, as a suppression list
+// or a sandbox does; nil accepts every recipient again.
+func (s *Server) RejectRecipients(reject func(addr string) bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rejectRcpt = reject
+}
+
+// Rejected returns how many recipients were refused with 550 so far.
+func (s *Server) Rejected() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rejected
+}
+
+// Sessions returns how many SMTP connections the server has accepted, so
+// that a test can tell a client that reuses its connections from one that
+// dials per message.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sessions
+}
+
 // Messages returns a copy of what was accepted so far.
 func (s *Server) Messages() []Message {
 	s.mu.Lock()
@@ -160,6 +205,16 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 }
 
 func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s := ss.s
+	s.mu.Lock()
+	reject := s.rejectRcpt != nil && s.rejectRcpt(to)
+	if reject {
+		s.rejected++
+	}
+	s.mu.Unlock()
+	if reject {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "mailbox unavailable: " + to}
+	}
 	ss.to = append(ss.to, to)
 	return nil
 }
@@ -172,10 +227,19 @@ func (ss *session) Data(r io.Reader) error {
 	s := ss.s
 	s.mu.Lock()
 	s.attempts++
-	attempt, onData, stall := s.attempts, s.onData, s.stall
+	attempt, onData, stall, latency := s.attempts, s.onData, s.stall, s.latency
 	s.mu.Unlock()
 	if onData != nil {
 		onData(attempt)
+	}
+	if latency > 0 {
+		t := time.NewTimer(latency)
+		select {
+		case <-t.C:
+		case <-s.closed:
+			t.Stop()
+			return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "shutting down"}
+		}
 	}
 	if stall != nil {
 		// A stalled message is never accepted: its client has given up

@@ -1,8 +1,10 @@
 package smtptest
 
 import (
+	"errors"
 	"net"
 	"net/smtp"
+	"net/textproto"
 	"testing"
 	"time"
 )
@@ -107,5 +109,40 @@ func TestCloseReleasesStalledMessages(t *testing.T) {
 	}
 	if n := len(s.Messages()); n != 0 {
 		t.Fatalf("%d messages recorded, want 0", n)
+	}
+}
+
+func TestLatencyDelaysTheAnswerToTheFinalDot(t *testing.T) {
+	s := Start(t)
+	s.SetLatency(300 * time.Millisecond)
+	start := time.Now()
+	if err := send(s.Addr, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < 300*time.Millisecond {
+		t.Fatalf("answered after %s, want at least the 300ms latency", took)
+	}
+	if n := len(s.Messages()); n != 1 {
+		t.Fatalf("%d messages recorded, want 1: a slow answer is still an acceptance", n)
+	}
+}
+
+func TestRejectRecipientsIsPermanent(t *testing.T) {
+	s := Start(t)
+	s.RejectRecipients(func(addr string) bool { return addr == "ada@example.com" })
+	err := send(s.Addr, 2*time.Second)
+	var tp *textproto.Error
+	if !errors.As(err, &tp) || tp.Code != 550 {
+		t.Fatalf("send to a rejected recipient = %v, want a 550 reply", err)
+	}
+	if s.Rejected() != 1 || len(s.Messages()) != 0 {
+		t.Fatalf("rejected=%d messages=%d, want 1 and 0", s.Rejected(), len(s.Messages()))
+	}
+	s.RejectRecipients(nil)
+	if err := send(s.Addr, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Sessions(); n != 2 {
+		t.Fatalf("%d sessions counted, want one per connection (2)", n)
 	}
 }
