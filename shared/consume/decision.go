@@ -90,3 +90,13 @@ func (d Decision) WithHeader(key, value string) Decision {
 	d.Headers.Set(key, HeaderValue(value))
 	return d
 }
+
+// Attr returns the value of the log attribute key, if the decision has it.
+func (d Decision) Attr(key string) (slog.Value, bool) {
+	for _, a := range d.Attrs {
+		if a.Key == key {
+			return a.Value, true
+		}
+	}
+	return slog.Value{}, false
+}

@@ -89,6 +89,10 @@ const (
 	defaultRetryDelay = time.Second
 )
 
+// errStreamMissing stops the pull when a stream the runner settles into is
+// gone, so that Provision creates it again.
+var errStreamMissing = errors.New("a stream to settle into is missing")
+
 // Runner runs one consumer. Create it with New and call Run.
 type Runner struct {
 	cfg Config
@@ -97,6 +101,9 @@ type Runner struct {
 	inflight sync.WaitGroup
 	ackFloor atomic.Uint64 // last known stream sequence of the consumer's ack floor
 	settled  atomic.Uint64 // messages settled so far
+	// reprovision is set when settling found a stream of ours missing
+	// (DEADLETTER deleted, say): the pull stops and Provision runs again.
+	reprovision atomic.Bool
 }
 
 // New checks cfg and returns its runner.
@@ -245,6 +252,9 @@ func (r *Runner) pull(ctx, work context.Context, cons jetstream.Consumer, slots 
 		if ctx.Err() != nil {
 			return nil
 		}
+		if r.reprovision.Swap(false) {
+			return errStreamMissing
+		}
 		if settled := r.settled.Load(); settled != readAt && time.Now().After(nextFloor) {
 			nextFloor, readAt = time.Now().Add(ackFloorEvery), settled
 			r.readAckFloor(ctx, cons)
@@ -380,6 +390,9 @@ func (r *Runner) settle(m *Msg, d *Decision) (Verdict, error) {
 		return VerdictRetry, m.NakWithDelay(d.Delay)
 	default:
 		if err := r.deadLetter(ctx, m, *d); err != nil {
+			if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrStreamNotFound) {
+				r.reprovision.Store(true)
+			}
 			delay := backoff.Exponential(time.Second, time.Minute, m.Attempt())
 			return VerdictRetry, errors.Join(err, m.NakWithDelay(delay))
 		}

@@ -29,6 +29,12 @@ import (
 // period of orchestrators.
 const ShutdownTimeout = 10 * time.Second
 
+// WorkBudget is the part of ShutdownTimeout that background work may take
+// to stop (in-flight messages finishing and settling); the rest is kept
+// for draining the NATS connection. Services validate their consumer
+// timings against it.
+const WorkBudget = ShutdownTimeout - 2*time.Second
+
 // Conn is a service's listener and NATS connection, opened together so
 // that a taken port fails the start before anything runs in the background.
 type Conn struct {

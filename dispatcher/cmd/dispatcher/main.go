@@ -53,6 +53,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		HTTPTimeout: cfg.HTTPTimeout,
 		Concurrency: cfg.Concurrency,
 		Replicas:    cfg.StreamReplicas,
+		Timings:     cfg.Timings(),
 	}, logger, deliver.NewHTTPClient(cfg.HTTPTimeout, cfg.Concurrency), deliver.NewMetrics(reg))
 	app := service.NewApp(service.AppConfig{Name: name, Logger: logger, Registry: reg, Ready: d.Ready})
 	logger.Info("dispatching to", "webhook_url", redact(cfg.WebhookURL), "version", deliver.Version)

@@ -18,15 +18,16 @@ import (
 )
 
 // TestMetrics sends one event that is delivered, one that is retried once
-// and then delivered, one that the receiver refuses until it is
-// dead-lettered, and one that can never be delivered, and reads /metrics
-// as Prometheus would.
+// and then delivered, one that the receiver answers 404 until it is
+// dead-lettered, one whose content it refuses (422, dead-lettered at once),
+// and one that can never be delivered, and reads /metrics as Prometheus
+// would.
 func TestMetrics(t *testing.T) {
 	srv := natstest.RunServer(t)
 	_, js := natstest.Connect(t, srv.URL())
 
 	ids := map[string]string{}
-	for _, name := range []string{"delivered", "retried", "refused"} {
+	for _, name := range []string{"delivered", "retried", "missing", "refused"} {
 		id, err := event.NewID()
 		if err != nil {
 			t.Fatal(err)
@@ -38,7 +39,8 @@ func TestMetrics(t *testing.T) {
 	answers := map[string][]int{
 		ids["delivered"]: {http.StatusOK},
 		ids["retried"]:   {http.StatusInternalServerError, http.StatusOK},
-		ids["refused"]:   {http.StatusBadRequest},
+		ids["missing"]:   {http.StatusNotFound},
+		ids["refused"]:   {http.StatusUnprocessableEntity},
 	}
 	var mu sync.Mutex
 	seen := map[string]int{}
@@ -103,7 +105,7 @@ func TestMetrics(t *testing.T) {
 		fams = metricstest.Scrape(t, base+"/metrics")
 		delivered, _ := fams.Value("jethook_dispatcher_deliveries_total", "outcome", "delivered")
 		dead, _ := fams.Value("jethook_dispatcher_deliveries_total", "outcome", "dead_lettered")
-		return delivered == 2 && dead == 2
+		return delivered == 2 && dead == 3
 	})
 
 	tests := []struct {
@@ -115,12 +117,13 @@ func TestMetrics(t *testing.T) {
 		{"delivered 2xx", "jethook_dispatcher_deliveries_total", []string{"outcome", "delivered", "status_class", "2xx"}, 2},
 		{"retry 5xx", "jethook_dispatcher_deliveries_total", []string{"outcome", "retry", "status_class", "5xx"}, 1},
 		{"retry 4xx", "jethook_dispatcher_deliveries_total", []string{"outcome", "retry", "status_class", "4xx"}, 1},
-		{"dead-lettered 4xx", "jethook_dispatcher_deliveries_total", []string{"outcome", "dead_lettered", "status_class", "4xx"}, 1},
+		{"dead-lettered 4xx", "jethook_dispatcher_deliveries_total", []string{"outcome", "dead_lettered", "status_class", "4xx"}, 2},
 		{"dead-lettered without a post", "jethook_dispatcher_deliveries_total", []string{"outcome", "dead_lettered", "status_class", "none"}, 1},
 		{"retries", "jethook_dispatcher_retries_total", nil, 2},
 		{"dead letters after max deliveries", "jethook_dispatcher_dead_letters_total", []string{"reason", "max_deliveries"}, 1},
 		{"permanent dead letters", "jethook_dispatcher_dead_letters_total", []string{"reason", "permanent"}, 1},
-		{"HTTP attempts timed", "jethook_dispatcher_delivery_duration_seconds", nil, 5},
+		{"refused content dead-lettered at once", "jethook_dispatcher_dead_letters_total", []string{"reason", "refused"}, 1},
+		{"HTTP attempts timed", "jethook_dispatcher_delivery_duration_seconds", nil, 6},
 		{"probes counted", "jethook_http_requests_total", []string{"service", "dispatcher", "method", "GET", "route", "/readyz", "status", "200"}, 1},
 	}
 	for _, tt := range tests {

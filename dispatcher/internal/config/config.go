@@ -7,6 +7,8 @@ import (
 	"time"
 
 	sharedconfig "github.com/jethook/jethook/shared/config"
+	"github.com/jethook/jethook/shared/consume"
+	"github.com/jethook/jethook/shared/service"
 	"github.com/jethook/jethook/shared/webhook"
 )
 
@@ -84,8 +86,41 @@ func Load(getenv func(string) string) (Config, error) {
 	cfg.HTTPTimeout = rest.Duration("HTTP_TIMEOUT", DefaultHTTPTimeout, 100*time.Millisecond, 5*time.Minute)
 	cfg.Concurrency = rest.Int("DISPATCH_CONCURRENCY", DefaultConcurrency, 1, 256)
 
-	if err := errors.Join(e.Err(), secretErr, retry.Err(), orderErr, rest.Err()); err != nil {
+	var timingErr error
+	if rest.Err() == nil {
+		if err := cfg.Timings().Validate(service.WorkBudget); err != nil {
+			timingErr = fmt.Errorf("invalid HTTP_TIMEOUT=%s: the delivery timings derived from it do not fit: %w", cfg.HTTPTimeout, err)
+		}
+	}
+	if err := errors.Join(e.Err(), secretErr, retry.Err(), orderErr, rest.Err(), timingErr); err != nil {
 		return Config{}, err
 	}
 	return cfg, nil
+}
+
+// Margins of the delivery timings.
+const (
+	// ackWaitMargin is added to the HTTP timeout for the consumer's
+	// AckWait: the heartbeat keeps a live attempt's event from being
+	// redelivered anyway, so AckWait only decides how soon the event of a
+	// dispatcher that died mid-attempt goes out again.
+	ackWaitMargin = 5 * time.Second
+	// shutdownGrace is how long in-flight attempts may run on at
+	// shutdown before they are cancelled and redelivered later.
+	shutdownGrace = 4 * time.Second
+)
+
+// Timings are the delivery consumer's clocks, all derived here from
+// HTTP_TIMEOUT: AckWait is the HTTP timeout plus a margin, the heartbeat a
+// quarter of it, a message may take one whole attempt plus a second to
+// settle its outcome, and shutdown leaves in-flight attempts a grace.
+func (c Config) Timings() consume.Timings {
+	ackWait := c.HTTPTimeout + ackWaitMargin
+	return consume.Timings{
+		AckWait:        ackWait,
+		Heartbeat:      ackWait / 4,
+		MessageTimeout: c.HTTPTimeout + time.Second,
+		SettleTimeout:  min(3*time.Second, ackWait/2),
+		ShutdownGrace:  shutdownGrace,
+	}
 }

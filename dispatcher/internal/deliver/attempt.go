@@ -58,6 +58,10 @@ func (e *PermanentError) Unwrap() error { return e.Err }
 // instead of the server dropping it silently.
 var ErrExhausted = errors.New("no delivery attempts left")
 
+// errRefused marks a status that says the receiver read the webhook and
+// refuses its content; the same bytes sent again cannot fare better.
+var errRefused = errors.New("the receiver refuses the content")
+
 // errInterrupted means shutdown cancelled an attempt. It is not the
 // receiver's fault, so it never dead-letters an event.
 var errInterrupted = errors.New("delivery interrupted by shutdown")
@@ -117,7 +121,9 @@ func (d *Dispatcher) post(ctx context.Context, id string, body []byte) (int, err
 
 	resp, err := d.client.Do(req)
 	if err != nil {
-		if ctx.Err() != nil {
+		// The runtime cancels in-flight work at the end of the shutdown
+		// grace; a message timeout is a deadline, and a failure.
+		if errors.Is(ctx.Err(), context.Canceled) {
 			return 0, fmt.Errorf("%w: %w", errInterrupted, err)
 		}
 		return 0, err

@@ -6,172 +6,120 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/jethook/jethook/shared/backoff"
+	"github.com/jethook/jethook/shared/consume"
 )
 
-// settleTimeout bounds each call to the server that settles a message
-// (double ack, dead-letter publish).
-const settleTimeout = 5 * time.Second
-
-// attempt is what one delivery of one message came to.
-type attempt struct {
+// result is what one delivery of one message came to.
+type result struct {
 	eventID  string
 	orderID  string
-	delivery uint64 // JetStream's NumDelivered, 1 for the first attempt
+	delivery uint64 // JetStream's NumDelivered, 1 for the first delivery
 	attempts uint64 // HTTP attempts made so far, this one included
 	status   int    // the receiver's HTTP status, 0 when none
 	err      error  // nil when the receiver answered 2xx
-	duration time.Duration
 }
 
-type verdict int
-
-const (
-	ack verdict = iota
-	retry
-	deadLetter
-)
-
-// decision is how a message is settled.
-type decision struct {
-	verdict verdict
-	delay   time.Duration // before the redelivery, for retry
-	reason  string        // why the event was given up, for deadLetter
+// policy is what decide needs of the settings.
+type policy struct {
+	retryBase, retryMax time.Duration
+	maxDeliver          int
 }
 
-// decide is the one place that turns an attempt's error into what happens
-// to the message: delivered → ack; permanent failure or no attempts left →
-// dead-letter; any other failure → redelivery after a backoff, or after the
-// receiver's Retry-After on 429 and 503. It never asks for an immediate
-// redelivery, which would turn a failing receiver into a hot loop.
-func (d *Dispatcher) decide(err error, delivery uint64) decision {
+// refusedStatuses are answers that judge the webhook itself, not the
+// receiver's state: a malformed or oversized body, a media type or content
+// it will not take. Resending the same bytes cannot change them, so the
+// event is dead-lettered at once (replay it once the receiver is fixed)
+// instead of being retried for hours. Every other status, 401, 403, 404
+// and 409 among them, may be the receiver's passing state and is retried.
+var refusedStatuses = map[int]bool{
+	http.StatusBadRequest:            true,
+	http.StatusRequestEntityTooLarge: true,
+	http.StatusUnsupportedMediaType:  true,
+	http.StatusUnprocessableEntity:   true,
+}
+
+// decide is the one place that turns a delivery's result into what
+// becomes of the event: delivered → ack (confirmed, since a lost ack costs
+// a duplicate webhook); a body that is not an event, a refused content or
+// no attempts left → dead-letter; any other failure → redelivery after the
+// backoff, or after the receiver's Retry-After on 429 and 503 when that is
+// longer. Retry-After is a floor, never a replacement: a receiver asking
+// for 1 s cannot make the attempts run out in seconds, and one asking for
+// a day waits RETRY_MAX. decide never asks for an immediate redelivery,
+// which would turn a failing receiver into a hot loop.
+func decide(p policy, r result) consume.Decision {
+	attrs := []slog.Attr{
+		slog.String("event_id", r.eventID), slog.String("order_id", r.orderID), slog.Int("status", r.status),
+	}
 	var permanent *PermanentError
 	var status *StatusError
 	switch {
-	case err == nil:
-		return decision{verdict: ack}
-	case errors.As(err, &permanent):
-		return decision{verdict: deadLetter, reason: reasonPermanent}
-	case errors.Is(err, errInterrupted):
+	case r.err == nil:
+		return consume.AckConfirmed(outcomeDelivered, attrs...)
+	case errors.As(r.err, &permanent):
+		return deadLettered(r, reasonPermanent, attrs)
+	case errors.Is(r.err, errInterrupted):
 		// Our own shutdown is no reason to give an event up; if this was
-		// its last attempt, the next delivery dead-letters it without an
-		// attempt.
-		return decision{verdict: retry, delay: d.set.RetryBase}
-	case errors.Is(err, ErrExhausted), delivery >= uint64(d.set.MaxDeliver):
-		return decision{verdict: deadLetter, reason: reasonMaxDeliveries}
-	case errors.As(err, &status) && status.HasRetryAfter &&
-		(status.Status == http.StatusTooManyRequests || status.Status == http.StatusServiceUnavailable):
-		return decision{verdict: retry, delay: clamp(status.RetryAfter, d.set.RetryBase, d.set.RetryMax)}
-	default:
-		return decision{verdict: retry, delay: backoff.Exponential(d.set.RetryBase, d.set.RetryMax, delivery)}
+		// its last attempt, the next delivery dead-letters it without one.
+		return consume.Retry(outcomeRetry, p.retryBase, r.err, attrs...)
+	case errors.Is(r.err, ErrExhausted):
+		return deadLettered(r, reasonMaxDeliveries, attrs)
+	case errors.As(r.err, &status) && status.Status == http.StatusGone:
+		// Standard Webhooks: the endpoint is gone for good.
+		return deadLettered(r, reasonGone, attrs)
+	case errors.As(r.err, &status) && refusedStatuses[status.Status]:
+		r.err = fmt.Errorf("%w: %w", errRefused, r.err)
+		return deadLettered(r, reasonRefused, attrs)
+	case r.delivery >= uint64(p.maxDeliver):
+		return deadLettered(r, reasonMaxDeliveries, attrs)
 	}
+	delay := backoff.Exponential(p.retryBase, p.retryMax, r.delivery)
+	if errors.As(r.err, &status) && status.HasRetryAfter &&
+		(status.Status == http.StatusTooManyRequests || status.Status == http.StatusServiceUnavailable) {
+		delay = min(max(delay, status.RetryAfter), p.retryMax)
+	}
+	return consume.Retry(outcomeRetry, delay, r.err, attrs...)
 }
 
-// handle makes one delivery attempt for msg and settles it. ctx cancels the
-// HTTP attempt; settle uses a context of its own so that a message whose
-// attempt finished is always settled, also during shutdown.
-func (d *Dispatcher) handle(ctx, settleCtx context.Context, msg jetstream.Msg) {
-	// The pull may have buffered msg for as long as a worker took to become
-	// free, and AckWait covers one attempt only: restart it now, or the
-	// server redelivers msg while it is being posted.
-	if err := msg.InProgress(); err != nil {
-		d.log.Warn("could not mark message in progress; it may be delivered again", "subject", msg.Subject(), "error", err.Error())
-	}
-	meta, err := msg.Metadata()
-	if err != nil {
-		// A pull consumer only hands out JetStream messages, so this is a
-		// protocol surprise; the server redelivers after AckWait.
-		d.log.Error("message without JetStream metadata", "subject", msg.Subject(), "error", err)
-		return
-	}
+func deadLettered(r result, reason string, attrs []slog.Attr) consume.Decision {
+	return consume.DeadLetter(outcomeDeadLettered, reason, r.err, attrs...).
+		WithHeader(consume.HeaderAttempts, strconv.FormatUint(r.attempts, 10)).
+		WithHeader(consume.HeaderLastStatus, strconv.Itoa(r.status)).
+		WithHeader(consume.HeaderEventID, r.eventID)
+}
+
+// Handle makes one delivery attempt for m and decides what becomes of it.
+func (d *Dispatcher) Handle(ctx context.Context, m *consume.Msg) consume.Decision {
 	// Deliveries that did not post, such as those arriving past
 	// MAX_DELIVER, are not counted as attempts: at most MAX_DELIVER
 	// earlier deliveries posted.
-	a := attempt{
-		orderID:  lastToken(msg.Subject()),
-		delivery: meta.NumDelivered,
-		attempts: min(meta.NumDelivered-1, uint64(d.set.MaxDeliver)),
+	r := result{
+		orderID:  lastToken(m.Subject()),
+		delivery: m.Attempt(),
+		attempts: min(m.Attempt()-1, uint64(d.set.MaxDeliver)),
 	}
-	id, err := eventID(msg.Data())
-	a.eventID = id
+	id, err := eventID(m.Data())
+	r.eventID = id
 	switch {
 	case err != nil:
-		a.err = &PermanentError{Err: err}
-		a.attempts = 0 // no delivery of this body ever posts
-	case meta.NumDelivered > uint64(d.set.MaxDeliver):
-		a.err = fmt.Errorf("%w: delivery %d of an event allowed %d attempts; "+
+		r.err = &PermanentError{Err: err}
+		r.attempts = 0 // no delivery of this body ever posts
+	case m.Attempt() > uint64(d.set.MaxDeliver):
+		r.err = fmt.Errorf("%w: delivery %d of an event allowed %d attempts; "+
 			"the earlier ones did not finish or their dead-letter copy failed",
-			ErrExhausted, meta.NumDelivered, d.set.MaxDeliver)
+			ErrExhausted, m.Attempt(), d.set.MaxDeliver)
 	default:
 		start := time.Now()
-		a.attempts++
-		a.status, a.err = d.post(ctx, id, msg.Data())
-		a.duration = time.Since(start)
-		d.metrics.attempted(a)
+		r.attempts++
+		r.status, r.err = d.post(ctx, id, m.Data())
+		d.metrics.attempted(time.Since(start))
 	}
-	d.settle(settleCtx, msg, meta, a, d.decide(a.err, a.delivery))
-}
-
-// settle carries out the decision, and logs and counts the attempt, one
-// line and one outcome each.
-func (d *Dispatcher) settle(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, a attempt, dec decision) {
-	ctx, cancel := context.WithTimeout(ctx, settleTimeout)
-	defer cancel()
-	log := d.log.With(
-		slog.String("event_id", a.eventID),
-		slog.String("order_id", a.orderID),
-		slog.Uint64("attempt", a.delivery),
-		slog.Int("status", a.status),
-		slog.Int64("duration_ms", a.duration.Milliseconds()),
-	)
-	switch dec.verdict {
-	case ack:
-		d.metrics.settled(a, outcomeDelivered, "")
-		// A lost ack costs a duplicate webhook, so wait for the server to
-		// confirm it.
-		if err := msg.DoubleAck(ctx); err != nil {
-			log.Warn("webhook delivered, ack not confirmed; it may be delivered again",
-				"outcome", outcomeDelivered, "error", err.Error())
-			return
-		}
-		log.Info("webhook delivered", "outcome", outcomeDelivered)
-
-	case retry:
-		d.metrics.settled(a, outcomeRetry, "")
-		if err := msg.NakWithDelay(dec.delay); err != nil {
-			log.Warn("webhook failed and nak failed; the server redelivers after AckWait",
-				"outcome", outcomeRetry, "error", errors.Join(a.err, err).Error())
-			return
-		}
-		log.Warn("webhook failed, will retry", "outcome", outcomeRetry, "retry_in", dec.delay.String(), "error", a.err.Error())
-
-	case deadLetter:
-		if err := d.deadLetter(ctx, msg, meta, a); err != nil {
-			// Never terminate without the copy: try again later.
-			delay := backoff.Exponential(d.set.RetryBase, d.set.RetryMax, a.delivery)
-			if nakErr := msg.NakWithDelay(delay); nakErr != nil {
-				err = errors.Join(err, nakErr)
-			}
-			d.metrics.settled(a, outcomeRetry, "")
-			log.Error("dead-letter copy failed, will retry", "outcome", outcomeRetry, "retry_in", delay.String(),
-				"error", errors.Join(a.err, err).Error())
-			return
-		}
-		d.metrics.settled(a, outcomeDeadLettered, dec.reason)
-		if err := msg.TermWithReason(dec.reason); err != nil {
-			// The copy is safe; a redelivery is dead-lettered again under
-			// the same Nats-Msg-Id and deduplicated.
-			log.Warn("dead-lettered, term failed", "outcome", outcomeDeadLettered, "reason", dec.reason,
-				"error", errors.Join(a.err, err).Error())
-			return
-		}
-		log.Error("webhook dead-lettered", "outcome", outcomeDeadLettered, "reason", dec.reason, "error", a.err.Error())
-	}
+	return decide(d.policy(), r)
 }
 
 // lastToken returns the order id of an "orders.paid.<order_id>" subject.

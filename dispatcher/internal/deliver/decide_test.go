@@ -4,56 +4,108 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jethook/jethook/shared/consume"
 )
 
 func TestDecide(t *testing.T) {
-	const base, ceiling = 50 * time.Millisecond, 200 * time.Millisecond
-	d := New(nil, nil, Settings{RetryBase: base, RetryMax: ceiling, MaxDeliver: 3}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, nil)
+	const base, ceiling = 50 * time.Millisecond, 400 * time.Millisecond
+	p := policy{retryBase: base, retryMax: ceiling, maxDeliver: 4}
 	refused := &url.Error{Op: "Post", URL: "http://127.0.0.1:1", Err: &net.OpError{Op: "dial", Err: errors.New("connection refused")}}
+	ra := func(status int, d time.Duration) error {
+		return &StatusError{Status: status, RetryAfter: d, HasRetryAfter: true}
+	}
 
 	tests := []struct {
 		name     string
 		err      error
 		delivery uint64
-		verdict  verdict
-		min, max time.Duration // for retry
+		verdict  consume.Verdict
+		reason   string
+		min, max time.Duration // for a retry
 	}{
-		{"2xx acks", nil, 1, ack, 0, 0},
-		{"2xx on the last attempt acks", nil, 3, ack, 0, 0},
-		{"connection error retries with backoff", refused, 1, retry, base, base},
-		{"timeout retries with backoff", context.DeadlineExceeded, 2, retry, base, 2 * base},
-		{"500 retries with backoff", &StatusError{Status: 500}, 2, retry, base, 2 * base},
-		{"302 is a failure", &StatusError{Status: 302}, 1, retry, base, base},
-		{"500 ignores Retry-After", &StatusError{Status: 500, RetryAfter: ceiling, HasRetryAfter: true}, 1, retry, base, base},
-		{"429 honours Retry-After", &StatusError{Status: 429, RetryAfter: 120 * time.Millisecond, HasRetryAfter: true}, 1, retry, 120 * time.Millisecond, 120 * time.Millisecond},
-		{"503 honours Retry-After", &StatusError{Status: 503, RetryAfter: 80 * time.Millisecond, HasRetryAfter: true}, 2, retry, 80 * time.Millisecond, 80 * time.Millisecond},
-		{"Retry-After clamped to max", &StatusError{Status: 429, RetryAfter: time.Hour, HasRetryAfter: true}, 1, retry, ceiling, ceiling},
-		{"Retry-After clamped to base", &StatusError{Status: 503, RetryAfter: 0, HasRetryAfter: true}, 1, retry, base, base},
-		{"429 without Retry-After backs off", &StatusError{Status: 429}, 1, retry, base, base},
-		{"failure on the last attempt dead-letters", &StatusError{Status: 500}, 3, deadLetter, 0, 0},
-		{"Retry-After on the last attempt still dead-letters", &StatusError{Status: 429, RetryAfter: base, HasRetryAfter: true}, 3, deadLetter, 0, 0},
-		{"no attempts left dead-letters", fmt.Errorf("%w: spare", ErrExhausted), 4, deadLetter, 0, 0},
-		{"permanent dead-letters at once", &PermanentError{Err: errors.New("body has no event id")}, 1, deadLetter, 0, 0},
-		{"shutdown retries even on the last attempt", fmt.Errorf("%w: %w", errInterrupted, context.Canceled), 3, retry, base, base},
+		{"2xx acks", nil, 1, consume.VerdictAck, "", 0, 0},
+		{"2xx on the last attempt acks", nil, 4, consume.VerdictAck, "", 0, 0},
+		{"connection error retries with backoff", refused, 1, consume.VerdictRetry, "", base, base},
+		{"timeout retries with backoff", context.DeadlineExceeded, 2, consume.VerdictRetry, "", base, 2 * base},
+		{"500 retries with backoff", &StatusError{Status: 500}, 3, consume.VerdictRetry, "", 2 * base, 4 * base},
+		{"302 is a failure", &StatusError{Status: 302}, 1, consume.VerdictRetry, "", base, base},
+		{"401 may be passing: retried", &StatusError{Status: 401}, 1, consume.VerdictRetry, "", base, base},
+		{"404 may be passing: retried", &StatusError{Status: 404}, 1, consume.VerdictRetry, "", base, base},
+		{"408 retried", &StatusError{Status: 408}, 1, consume.VerdictRetry, "", base, base},
+		{"500 ignores Retry-After", ra(500, ceiling), 1, consume.VerdictRetry, "", base, base},
+		{"429 Retry-After longer than the backoff wins", ra(429, 300*time.Millisecond), 1, consume.VerdictRetry, "", 300 * time.Millisecond, 300 * time.Millisecond},
+		{"503 Retry-After longer than the backoff wins", ra(503, 80*time.Millisecond), 1, consume.VerdictRetry, "", 80 * time.Millisecond, 80 * time.Millisecond},
+		{"503 Retry-After shorter than the backoff is a floor only", ra(503, time.Millisecond), 3, consume.VerdictRetry, "", 2 * base, 4 * base},
+		{"503 Retry-After zero keeps the backoff", ra(503, 0), 2, consume.VerdictRetry, "", base, 2 * base},
+		{"Retry-After clamped to RETRY_MAX", ra(429, time.Hour), 1, consume.VerdictRetry, "", ceiling, ceiling},
+		{"429 without Retry-After backs off", &StatusError{Status: 429}, 1, consume.VerdictRetry, "", base, base},
+		{"400 refuses the content: dead-lettered at once", &StatusError{Status: 400}, 1, consume.VerdictDeadLetter, reasonRefused, 0, 0},
+		{"413 refuses the content", &StatusError{Status: 413}, 1, consume.VerdictDeadLetter, reasonRefused, 0, 0},
+		{"415 refuses the content", &StatusError{Status: 415}, 1, consume.VerdictDeadLetter, reasonRefused, 0, 0},
+		{"422 (a stale event, say) refuses the content", &StatusError{Status: 422}, 1, consume.VerdictDeadLetter, reasonRefused, 0, 0},
+		{"410 the endpoint is gone", &StatusError{Status: 410}, 1, consume.VerdictDeadLetter, reasonGone, 0, 0},
+		{"failure on the last attempt dead-letters", &StatusError{Status: 500}, 4, consume.VerdictDeadLetter, reasonMaxDeliveries, 0, 0},
+		{"Retry-After on the last attempt still dead-letters", ra(429, base), 4, consume.VerdictDeadLetter, reasonMaxDeliveries, 0, 0},
+		{"no attempts left dead-letters", fmt.Errorf("%w: spare", ErrExhausted), 5, consume.VerdictDeadLetter, reasonMaxDeliveries, 0, 0},
+		{"permanent dead-letters at once", &PermanentError{Err: errors.New("body has no event id")}, 1, consume.VerdictDeadLetter, reasonPermanent, 0, 0},
+		{"shutdown retries even on the last attempt", fmt.Errorf("%w: %w", errInterrupted, context.Canceled), 4, consume.VerdictRetry, "", base, base},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := d.decide(tt.err, tt.delivery)
-			if got.verdict != tt.verdict {
-				t.Fatalf("decide(%v, %d) = %+v, want verdict %d", tt.err, tt.delivery, got, tt.verdict)
+			for range 20 { // the backoff is jittered: every draw must hold
+				got := decide(p, result{eventID: "evt_1", delivery: tt.delivery, attempts: tt.delivery, err: tt.err})
+				if got.Verdict != tt.verdict || got.Reason != tt.reason {
+					t.Fatalf("decide(%v, %d) = %v %q, want %v %q", tt.err, tt.delivery, got.Verdict, got.Reason, tt.verdict, tt.reason)
+				}
+				if got.Verdict == consume.VerdictRetry && (got.Delay < tt.min || got.Delay > tt.max) {
+					t.Fatalf("delay %s, want within [%s, %s]", got.Delay, tt.min, tt.max)
+				}
+				if got.Verdict == consume.VerdictAck && !got.Confirm {
+					t.Fatal("a delivered webhook's ack must be confirmed: a lost ack costs a duplicate")
+				}
+				if got.Verdict == consume.VerdictDeadLetter && got.Headers.Get(consume.HeaderEventID) != "evt_1" {
+					t.Fatalf("dead letter without its event id header: %v", got.Headers)
+				}
 			}
-			if got.verdict == retry && (got.delay < tt.min || got.delay > tt.max) {
-				t.Errorf("delay %s, want within [%s, %s]", got.delay, tt.min, tt.max)
+		})
+	}
+}
+
+// TestRetrySpanWhateverTheReceiverAnswers: with the default settings the
+// fifteen attempts of an event span at least the backoff's 1.6 hours,
+// whether the receiver answers 500 or 503 with a short Retry-After, and
+// at most fourteen RETRY_MAX waits with the longest Retry-After.
+func TestRetrySpanWhateverTheReceiverAnswers(t *testing.T) {
+	p := policy{retryBase: time.Second, retryMax: time.Hour, maxDeliver: 15}
+	for _, tc := range []struct {
+		name     string
+		err      error
+		min, max time.Duration
+	}{
+		{"500", &StatusError{Status: 500}, 5500 * time.Second, 11295 * time.Second},
+		{"503 with Retry-After: 1", &StatusError{Status: 503, RetryAfter: time.Second, HasRetryAfter: true}, 5500 * time.Second, 11295 * time.Second},
+		{"429 with Retry-After: 86400", &StatusError{Status: 429, RetryAfter: 24 * time.Hour, HasRetryAfter: true}, 14 * time.Hour, 14 * time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var span time.Duration
+			for delivery := uint64(1); ; delivery++ {
+				d := decide(p, result{delivery: delivery, err: tc.err})
+				if d.Verdict == consume.VerdictDeadLetter {
+					if delivery != 15 {
+						t.Fatalf("dead-lettered on delivery %d, want 15", delivery)
+					}
+					break
+				}
+				span += d.Delay
 			}
-			if got.verdict == deadLetter && got.reason == "" {
-				t.Error("dead-letter decision without a reason")
+			if span < tc.min || span > tc.max {
+				t.Fatalf("retry span %s, want within [%s, %s]", span, tc.min, tc.max)
 			}
 		})
 	}
@@ -90,18 +142,5 @@ func TestEventID(t *testing.T) {
 				t.Fatalf("eventID error = %v, want one containing %q", err, tt.wantErr)
 			}
 		})
-	}
-}
-
-func TestHeaderValue(t *testing.T) {
-	got := headerValue("line one\r\nline two\tend" + strings.Repeat("é", 400))
-	if strings.ContainsAny(got, "\r\n\t") {
-		t.Errorf("headerValue kept control characters: %q", got)
-	}
-	if len(got) > maxErrorHeaderLen || !strings.HasPrefix(got, "line one  line two end") {
-		t.Errorf("headerValue = %q (%d bytes)", got, len(got))
-	}
-	if !strings.HasSuffix(got, "é") {
-		t.Errorf("headerValue cut a character in half: %q", got[len(got)-4:])
 	}
 }

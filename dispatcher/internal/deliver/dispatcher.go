@@ -1,18 +1,16 @@
 package deliver
 
 import (
-	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jethook/jethook/shared/consume"
 	"github.com/jethook/jethook/shared/natsx"
 	"github.com/jethook/jethook/shared/webhook"
 )
@@ -20,30 +18,15 @@ import (
 // FilterSubject selects the events the dispatcher turns into webhooks.
 const FilterSubject = "orders.paid.>"
 
-// DefaultAckWaitMargin is added to the HTTP timeout for the consumer's
-// AckWait, so that the server never redelivers a message whose attempt is
-// still running: the margin covers the double ack or the dead-letter
-// publish. AckWait counts from the moment a worker takes the message (see
-// handle), not from when the pull buffered it.
-const DefaultAckWaitMargin = 5 * time.Second
-
 // maxAckPending is the consumer's MaxAckPending. It is large on purpose:
 // an event waiting out a NakWithDelay counts as ack-pending on the server,
 // so a limit near the concurrency would let a handful of failing events
 // (after a receiver outage, every event of the outage) stop all new
-// deliveries until their delays expire. The pull still fetches only
-// Concurrency messages at a time, so this does not widen what one process
-// holds; it only bounds how many events may wait out a retry at once.
+// deliveries until their delays expire. The runtime still pulls only as
+// many events as it has free workers, so this does not widen what one
+// process holds; it only bounds how many events may wait out a retry at
+// once.
 const maxAckPending = 10_000
-
-// DefaultShutdownGrace is how long in-flight attempts may run on after the
-// context ends before they are cancelled and redelivered later.
-const DefaultShutdownGrace = 5 * time.Second
-
-// restartWait is the pause before pulling again after the message
-// iterator stopped on its own, for instance because the consumer was
-// deleted.
-const restartWait = time.Second
 
 // Settings are the dispatcher's delivery settings.
 type Settings struct {
@@ -55,13 +38,9 @@ type Settings struct {
 	HTTPTimeout time.Duration    // one whole attempt
 	Concurrency int              // attempts in flight at most
 	Replicas    int              // of the streams it provisions
-	// ShutdownGrace bounds how long Run waits for in-flight attempts after
-	// its context ends; zero means DefaultShutdownGrace.
-	ShutdownGrace time.Duration
-	// AckWaitMargin is added to HTTPTimeout for the consumer's AckWait;
-	// zero means DefaultAckWaitMargin. Only tests set it, to make AckWait
-	// short.
-	AckWaitMargin time.Duration
+	// Timings are the consumer's clocks, derived and validated by the
+	// dispatcher's configuration.
+	Timings consume.Timings
 }
 
 // Dispatcher delivers the ORDERS events to one webhook receiver.
@@ -77,11 +56,12 @@ type Dispatcher struct {
 // New returns a Dispatcher; client should come from NewHTTPClient, and m
 // from NewMetrics (nil records nothing).
 func New(nc *nats.Conn, js jetstream.JetStream, set Settings, logger *slog.Logger, client *http.Client, m *Metrics) *Dispatcher {
-	if set.ShutdownGrace <= 0 {
-		set.ShutdownGrace = DefaultShutdownGrace
-	}
 	set.Concurrency = max(set.Concurrency, 1)
 	return &Dispatcher{nc: nc, js: js, set: set, log: logger, client: client, metrics: m}
+}
+
+func (d *Dispatcher) policy() policy {
+	return policy{retryBase: d.set.RetryBase, retryMax: d.set.RetryMax, maxDeliver: d.set.MaxDeliver}
 }
 
 // ConsumerConfig is the durable "dispatcher" consumer on ORDERS. It has no
@@ -100,24 +80,24 @@ func ConsumerConfig(set Settings) jetstream.ConsumerConfig {
 		FilterSubject: FilterSubject,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckWait:       set.HTTPTimeout + cmp.Or(set.AckWaitMargin, DefaultAckWaitMargin),
+		AckWait:       set.Timings.AckWait,
 		MaxDeliver:    -1,
 		MaxAckPending: maxAckPending,
 	}
 }
 
 // Provision creates or updates the ORDERS and DEADLETTER streams and the
-// dispatcher consumer. It is idempotent.
-func (d *Dispatcher) Provision(ctx context.Context) (jetstream.Consumer, error) {
+// dispatcher consumer. It is idempotent. A consumer that vanished while the
+// dispatcher ran is created again from resume, where it stood.
+func (d *Dispatcher) Provision(ctx context.Context, resume uint64) (jetstream.Consumer, error) {
+	if !d.nc.IsConnected() {
+		return nil, natsx.ErrNotConnected
+	}
 	streams := []jetstream.StreamConfig{natsx.OrdersStream(d.set.Replicas), natsx.DeadletterStream(d.set.Replicas)}
 	if err := natsx.Provision(ctx, d.js, streams, nil); err != nil {
 		return nil, err
 	}
-	cons, err := d.js.CreateOrUpdateConsumer(ctx, natsx.StreamOrders, ConsumerConfig(d.set))
-	if err != nil {
-		return nil, fmt.Errorf("provision consumer %s on %s: %w", natsx.ConsumerDispatcher, natsx.StreamOrders, err)
-	}
-	return cons, nil
+	return consume.EnsureConsumer(ctx, d.js, natsx.StreamOrders, ConsumerConfig(d.set), resume)
 }
 
 // Ready reports why the dispatcher cannot deliver, or nil: NATS is
@@ -129,101 +109,25 @@ func (d *Dispatcher) Ready(ctx context.Context) error {
 	})
 }
 
-// Run provisions what it needs, retrying while NATS is away, and delivers
-// events until ctx ends. Then it stops pulling, lets in-flight attempts
-// finish and settles them (cancelling those still running after the
-// shutdown grace), and returns nil. It returns an error only when the NATS
-// connection was closed under it.
+// Run delivers events on the consumer runtime until ctx ends; see
+// consume.Runner.Run.
 func (d *Dispatcher) Run(ctx context.Context) error {
-	// Attempts run on a context of their own: the end of ctx stops the
-	// pulling, while in-flight attempts get the shutdown grace.
-	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelWork()
-	settle := context.WithoutCancel(ctx)
-
-	for {
-		var cons jetstream.Consumer
-		err := natsx.Retry(ctx, d.log, "provision dispatcher", func(ctx context.Context) error {
-			var err error
-			cons, err = d.Provision(ctx)
-			return err
-		})
-		if err != nil {
-			return nil // ctx ended before NATS was ready.
-		}
-		d.log.Info("dispatching", "stream", natsx.StreamOrders, "consumer", natsx.ConsumerDispatcher,
-			"concurrency", d.set.Concurrency, "max_deliver", d.set.MaxDeliver)
-
-		err = d.consume(ctx, work, settle, cancelWork, cons)
-		switch {
-		case ctx.Err() != nil:
-			return nil
-		case d.nc.IsClosed():
-			return fmt.Errorf("dispatching stopped: %w", err)
-		}
-		d.log.Warn("pulling stopped, starting again", "error", err.Error(), "retry_in", restartWait.String())
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(restartWait):
-		}
-	}
-}
-
-// consume runs the workers on one message iterator until ctx ends or the
-// iterator stops. The iterator keeps at most Concurrency messages buffered,
-// so that a message waits in this process only as long as a worker needs
-// to become free; handle restarts its AckWait when a worker takes it.
-func (d *Dispatcher) consume(ctx, work, settle context.Context, cancelWork context.CancelFunc, cons jetstream.Consumer) error {
-	it, err := cons.Messages(jetstream.PullMaxMessages(d.set.Concurrency), natsx.PullExpiry)
+	r, err := consume.New(consume.Config{
+		Stream:      natsx.StreamOrders,
+		Name:        natsx.ConsumerDispatcher,
+		Noun:        "webhook",
+		Concurrency: d.set.Concurrency,
+		Timings:     d.set.Timings,
+		Handle:      d.Handle,
+		Provision:   d.Provision,
+		JS:          d.js,
+		Logger:      d.log,
+		Observe:     d.metrics.settled,
+	})
 	if err != nil {
-		return fmt.Errorf("start pulling: %w", err)
+		return fmt.Errorf("dispatcher: %w", err)
 	}
-	var (
-		wg       sync.WaitGroup
-		errOnce  sync.Once
-		firstErr = errors.New("message iterator closed")
-	)
-	for range d.set.Concurrency {
-		wg.Go(func() {
-			for {
-				msg, err := it.Next()
-				if err != nil {
-					// Every error of Next ends the iterator; stopping it
-					// releases the other workers too.
-					if !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-						errOnce.Do(func() { firstErr = err })
-					}
-					it.Stop()
-					return
-				}
-				d.handle(work, settle, msg)
-			}
-		})
-	}
-	done := make(chan struct{})
-	go func() {
-		wg.Wait()
-		close(done)
-	}()
-
-	select {
-	case <-done:
-		return firstErr
-	case <-ctx.Done():
-	}
-	// Stop discards the buffered messages that no worker has started; the
-	// server redelivers them after AckWait, which keeps shutdown bounded by
-	// one attempt instead of two.
-	it.Stop()
-	grace := time.NewTimer(d.set.ShutdownGrace)
-	defer grace.Stop()
-	select {
-	case <-done:
-	case <-grace.C:
-		d.log.Warn("in-flight webhooks still running at shutdown, cancelling them", "grace", d.set.ShutdownGrace.String())
-		cancelWork()
-		<-done
-	}
-	return nil
+	d.log.Info("dispatching", "stream", natsx.StreamOrders, "consumer", natsx.ConsumerDispatcher,
+		"concurrency", d.set.Concurrency, "max_deliver", d.set.MaxDeliver)
+	return r.Run(ctx)
 }

@@ -14,13 +14,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jethook/jethook/dispatcher/internal/deliver"
+	"github.com/jethook/jethook/shared/consume"
 	"github.com/jethook/jethook/shared/event"
 	"github.com/jethook/jethook/shared/natsx"
 	"github.com/jethook/jethook/shared/webhook"
 )
 
 func TestConsumerConfig(t *testing.T) {
-	set := deliver.Settings{MaxDeliver: 15, HTTPTimeout: 5 * time.Second, Concurrency: 8}
+	set := fastSettings("http://127.0.0.1:1/")
 	cfg := deliver.ConsumerConfig(set)
 	switch {
 	case cfg.Durable != natsx.ConsumerDispatcher:
@@ -31,10 +32,8 @@ func TestConsumerConfig(t *testing.T) {
 		t.Errorf("AckPolicy = %v", cfg.AckPolicy)
 	case cfg.DeliverPolicy != jetstream.DeliverAllPolicy:
 		t.Errorf("DeliverPolicy = %v", cfg.DeliverPolicy)
-	case cfg.AckWait <= set.HTTPTimeout:
-		t.Errorf("AckWait = %s, want above the HTTP timeout %s", cfg.AckWait, set.HTTPTimeout)
-	case cfg.AckWait != set.HTTPTimeout+deliver.DefaultAckWaitMargin:
-		t.Errorf("AckWait = %s, want the HTTP timeout plus %s", cfg.AckWait, deliver.DefaultAckWaitMargin)
+	case cfg.AckWait != set.Timings.AckWait:
+		t.Errorf("AckWait = %s, want the timings' %s", cfg.AckWait, set.Timings.AckWait)
 	case cfg.MaxDeliver != -1:
 		t.Errorf("MaxDeliver = %d, want -1: the dispatcher enforces MAX_DELIVER itself", cfg.MaxDeliver)
 	case len(cfg.BackOff) != 0:
@@ -176,29 +175,29 @@ func TestDeadLetterAfterMaxDeliver(t *testing.T) {
 		t.Errorf("receiver got %d attempts, want 3", n)
 	}
 	dl := h.deadLetters(t)[0]
-	if want := "deadletter.orders.paid." + e.Data.OrderID; dl.Subject != want {
+	if want := "deadletter.dispatcher.orders.paid." + e.Data.OrderID; dl.Subject != want {
 		t.Errorf("dead-letter subject %q, want %q", dl.Subject, want)
 	}
 	if !bytes.Equal(dl.Data, body) {
 		t.Errorf("dead-letter body %s, want %s", dl.Data, body)
 	}
 	wantHeaders := map[string]string{
-		deliver.HeaderOriginalSubject:  event.Subject(e.Data.OrderID),
-		deliver.HeaderOriginalStream:   "ORDERS",
-		deliver.HeaderOriginalSequence: "1",
-		deliver.HeaderSubscription:     "dispatcher",
-		deliver.HeaderAttempts:         "3",
-		deliver.HeaderLastStatus:       "500",
-		deliver.HeaderEventID:          e.ID,
-		jetstream.MsgIDHeader:          e.ID + ":1",
+		consume.HeaderOriginalSubject:  event.Subject(e.Data.OrderID),
+		consume.HeaderOriginalStream:   "ORDERS",
+		consume.HeaderOriginalSequence: "1",
+		consume.HeaderSubscription:     "dispatcher",
+		consume.HeaderAttempts:         "3",
+		consume.HeaderLastStatus:       "500",
+		consume.HeaderEventID:          e.ID,
+		jetstream.MsgIDHeader:          "dispatcher:ORDERS:1",
 	}
 	for name, want := range wantHeaders {
 		if got := dl.Header.Get(name); got != want {
 			t.Errorf("header %s = %q, want %q", name, got, want)
 		}
 	}
-	if got := dl.Header.Get(deliver.HeaderLastError); !strings.Contains(got, "500") {
-		t.Errorf("header %s = %q, want the last failure", deliver.HeaderLastError, got)
+	if got := dl.Header.Get(consume.HeaderLastError); !strings.Contains(got, "500") {
+		t.Errorf("header %s = %q, want the last failure", consume.HeaderLastError, got)
 	}
 	recs := h.logs.attempts(e.ID)
 	if len(recs) != 3 || recs[2]["outcome"] != "dead_lettered" {
@@ -273,24 +272,20 @@ func TestDeadLetterWithoutAttempt(t *testing.T) {
 				t.Errorf("receiver got %d requests, want none", n)
 			}
 			dl := h.deadLetters(t)[0]
-			dedup := eventID
-			if dedup == "" {
-				dedup = "ORDERS"
-			}
 			want := map[string]string{
-				deliver.HeaderOriginalSubject: subject,
-				deliver.HeaderAttempts:        attempts,
-				deliver.HeaderLastStatus:      "0",
-				deliver.HeaderEventID:         eventID,
-				jetstream.MsgIDHeader:         dedup + ":1",
+				consume.HeaderOriginalSubject: subject,
+				consume.HeaderAttempts:        attempts,
+				consume.HeaderLastStatus:      "0",
+				consume.HeaderEventID:         eventID,
+				jetstream.MsgIDHeader:         "dispatcher:ORDERS:1",
 			}
 			for name, w := range want {
 				if got := dl.Header.Get(name); got != w {
 					t.Errorf("header %s = %q, want %q", name, got, w)
 				}
 			}
-			if got := dl.Header.Get(deliver.HeaderLastError); !strings.Contains(got, tt.wantErrPart) {
-				t.Errorf("header %s = %q, want it to mention %q", deliver.HeaderLastError, got, tt.wantErrPart)
+			if got := dl.Header.Get(consume.HeaderLastError); !strings.Contains(got, tt.wantErrPart) {
+				t.Errorf("header %s = %q, want it to mention %q", consume.HeaderLastError, got, tt.wantErrPart)
 			}
 		})
 	}
@@ -400,7 +395,7 @@ func TestRedirectIsAFailure(t *testing.T) {
 	if n := len(target.got()); n != 0 {
 		t.Errorf("the redirect was followed %d times", n)
 	}
-	if got := h.deadLetters(t)[0].Header.Get(deliver.HeaderLastStatus); got != strconv.Itoa(http.StatusTemporaryRedirect) {
+	if got := h.deadLetters(t)[0].Header.Get(consume.HeaderLastStatus); got != strconv.Itoa(http.StatusTemporaryRedirect) {
 		t.Errorf("last status %q, want 307", got)
 	}
 }
@@ -447,7 +442,8 @@ func TestShutdownCancelsAfterGrace(t *testing.T) {
 	set := fastSettings(srv.URL, mustSecret(t))
 	set.HTTPTimeout = 5 * time.Second
 	set.MaxDeliver = 1
-	set.ShutdownGrace = 100 * time.Millisecond
+	set.Timings.MessageTimeout = 6 * time.Second
+	set.Timings.ShutdownGrace = 100 * time.Millisecond
 	h := newHarness(t, set)
 	h.start(t)
 	e, _ := h.publish(t)

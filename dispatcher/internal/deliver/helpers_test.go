@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"github.com/jethook/jethook/shared/testkit"
 	"io"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/jethook/jethook/dispatcher/internal/deliver"
+	"github.com/jethook/jethook/shared/consume"
 	"github.com/jethook/jethook/shared/event"
 	"github.com/jethook/jethook/shared/natstest"
 	"github.com/jethook/jethook/shared/natsx"
@@ -34,15 +36,21 @@ var (
 // fastSettings are delivery settings that keep the tests quick.
 func fastSettings(url string, secrets ...webhook.Secret) deliver.Settings {
 	return deliver.Settings{
-		URL:           url,
-		Secrets:       secrets,
-		RetryBase:     50 * time.Millisecond,
-		RetryMax:      200 * time.Millisecond,
-		MaxDeliver:    10,
-		HTTPTimeout:   500 * time.Millisecond,
-		Concurrency:   4,
-		Replicas:      1,
-		ShutdownGrace: 2 * time.Second,
+		URL:         url,
+		Secrets:     secrets,
+		RetryBase:   50 * time.Millisecond,
+		RetryMax:    200 * time.Millisecond,
+		MaxDeliver:  10,
+		HTTPTimeout: 500 * time.Millisecond,
+		Concurrency: 4,
+		Replicas:    1,
+		Timings: consume.Timings{
+			AckWait:        2 * time.Second,
+			Heartbeat:      500 * time.Millisecond,
+			MessageTimeout: 1500 * time.Millisecond,
+			SettleTimeout:  time.Second,
+			ShutdownGrace:  2 * time.Second,
+		},
 	}
 }
 
@@ -118,7 +126,7 @@ func newHarness(t *testing.T, set deliver.Settings) *harness {
 		deliver.NewMetrics(prometheus.NewRegistry()))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := h.d.Provision(ctx); err != nil {
+	if _, err := h.d.Provision(ctx, 0); err != nil {
 		t.Fatal(err)
 	}
 	return h
@@ -209,6 +217,9 @@ func (h *harness) deadLetters(t *testing.T) []*jetstream.RawStreamMsg {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	stream, err := h.js.Stream(ctx, natsx.StreamDeadletter)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,11 @@
 package deliver
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/jethook/jethook/shared/consume"
 	"github.com/jethook/jethook/shared/metrics"
 )
 
@@ -19,11 +22,15 @@ const (
 const (
 	reasonPermanent     = "permanent failure"
 	reasonMaxDeliveries = "max deliveries reached"
+	reasonRefused       = "receiver refused the content"
+	reasonGone          = "endpoint gone"
 )
 
 var deadLetterLabels = map[string]string{
 	reasonPermanent:     "permanent",
 	reasonMaxDeliveries: "max_deliveries",
+	reasonRefused:       "refused",
+	reasonGone:          "gone",
 }
 
 // statusClasses are the values of the status_class label; "none" is an
@@ -59,7 +66,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: metrics.Namespace, Subsystem: "dispatcher", Name: "dead_letters_total",
-			Help: "Events copied to DEADLETTER and terminated, by reason (max_deliveries, permanent).",
+			Help: "Events copied to DEADLETTER and terminated, by reason (max_deliveries, permanent, refused, gone).",
 		}, []string{"reason"}),
 	}
 	for _, outcome := range []string{outcomeDelivered, outcomeRetry, outcomeDeadLettered} {
@@ -75,24 +82,29 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 }
 
 // attempted records the duration of one HTTP attempt.
-func (m *Metrics) attempted(a attempt) {
+func (m *Metrics) attempted(d time.Duration) {
 	if m != nil {
-		m.duration.Observe(a.duration.Seconds())
+		m.duration.Observe(d.Seconds())
 	}
 }
 
-// settled counts what became of one delivery: outcome, as in the log line,
-// and for a dead letter the reason it was given up.
-func (m *Metrics) settled(a attempt, outcome, reason string) {
+// settled counts what became of one delivery, as the runtime carried it
+// out: a dead letter whose copy failed counts as a retry.
+func (m *Metrics) settled(s consume.Settled) {
 	if m == nil {
 		return
 	}
-	m.deliveries.WithLabelValues(outcome, statusClass(a.status)).Inc()
-	switch outcome {
-	case outcomeRetry:
+	status, _ := s.Decision.Attr("status")
+	class := statusClass(int(status.Int64()))
+	switch s.Verdict {
+	case consume.VerdictAck:
+		m.deliveries.WithLabelValues(outcomeDelivered, class).Inc()
+	case consume.VerdictRetry:
+		m.deliveries.WithLabelValues(outcomeRetry, class).Inc()
 		m.retries.Inc()
-	case outcomeDeadLettered:
-		m.deadLetters.WithLabelValues(deadLetterLabels[reason]).Inc()
+	case consume.VerdictDeadLetter:
+		m.deliveries.WithLabelValues(outcomeDeadLettered, class).Inc()
+		m.deadLetters.WithLabelValues(deadLetterLabels[s.Decision.Reason]).Inc()
 	}
 }
 
