@@ -54,6 +54,10 @@ type Decision struct {
 	// Outcome names what happened in the log line and the handler's
 	// metrics, such as "delivered" or "duplicate".
 	Outcome string
+	// Message, when set, is the log line's message; otherwise it is made
+	// of the runner's noun and the outcome ("webhook delivered", "webhook
+	// failed, will retry", "webhook dead-lettered").
+	Message string
 	// Attrs are added to the message's log line (event_id, status, …).
 	Attrs []slog.Attr
 	// Headers are added to the dead-letter copy, such as the last HTTP

@@ -412,16 +412,22 @@ func (r *Runner) report(s Settled) {
 	level, msg := slog.LevelInfo, r.cfg.Noun+" "+d.Outcome
 	switch s.Verdict {
 	case VerdictRetry:
-		level, msg = slog.LevelWarn, r.cfg.Noun+" "+d.Outcome+", will retry"
+		level, msg = slog.LevelWarn, r.cfg.Noun+" failed, will retry"
 		attrs = append(attrs, slog.String("retry_in", d.Delay.String()))
 	case VerdictDeadLetter:
 		level, msg = slog.LevelError, r.cfg.Noun+" dead-lettered"
 		attrs = append(attrs, slog.String("reason", d.Reason))
 	}
+	if d.Message != "" {
+		msg = d.Message
+	}
 	if s.Verdict != d.Verdict {
-		msg = r.cfg.Noun + " " + d.Outcome + ", dead-letter copy failed, will retry"
+		msg = r.cfg.Noun + " dead-letter copy failed, will retry"
 	}
 	if d.Err != nil {
+		// An ack with an error is work done with something left undone
+		// (an email sent but not recorded), worth a warning.
+		level = max(level, slog.LevelWarn)
 		attrs = append(attrs, slog.String("error", d.Err.Error()))
 	}
 	if s.Err != nil {

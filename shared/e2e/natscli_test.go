@@ -318,8 +318,8 @@ func TestNATSCLI(t *testing.T) {
 	t.Run("dead letter", func(t *testing.T) {
 		cli := cli.on(t)
 		var msg cliStoredMsg
-		cli.json(&msg, "stream", "get", "DEADLETTER", "--last-for", "deadletter.orders.paid.bogus")
-		if msg.Subject != "deadletter.orders.paid.bogus" || string(msg.Data) != "not json" {
+		cli.json(&msg, "stream", "get", "DEADLETTER", "--last-for", "deadletter.dispatcher.orders.paid.bogus")
+		if msg.Subject != "deadletter.dispatcher.orders.paid.bogus" || string(msg.Data) != "not json" {
 			t.Fatalf("dead letter subject %q, body %q", msg.Subject, msg.Data)
 		}
 		hdr, err := nats.DecodeHeadersMsg(msg.Header)

@@ -47,6 +47,10 @@ type Server struct {
 	rejectRcpt func(addr string) bool
 	rejected   int
 	sessions   int
+	conns      []*smtp.Conn
+	// inFlight and peak count messages between the end of DATA and the
+	// server's answer, to show how many a client sends at once.
+	inFlight, peak int
 	// stall, while not nil, holds every message at the end of DATA until
 	// it is closed; closed ends the holding for good when the server stops.
 	stall  chan struct{}
@@ -72,9 +76,10 @@ func Listen(addr string) (*Server, error) {
 		return nil, fmt.Errorf("smtptest: listen on %s: %w", addr, err)
 	}
 	s := &Server{Addr: ln.Addr().String(), closed: make(chan struct{})}
-	s.srv = smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) {
+	s.srv = smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
 		s.mu.Lock()
 		s.sessions++
+		s.conns = append(s.conns, c)
 		s.mu.Unlock()
 		return &session{s: s}, nil
 	}))
@@ -183,6 +188,26 @@ func (s *Server) Sessions() int {
 	return s.sessions
 }
 
+// Peak returns the most messages the server held at once between the end
+// of their DATA and its answer.
+func (s *Server) Peak() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peak
+}
+
+// DisconnectAll closes every client connection, as a relay that drops its
+// idle clients does; the server goes on accepting new ones.
+func (s *Server) DisconnectAll() {
+	s.mu.Lock()
+	conns := s.conns
+	s.conns = nil
+	s.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
 // Messages returns a copy of what was accepted so far.
 func (s *Server) Messages() []Message {
 	s.mu.Lock()
@@ -227,8 +252,15 @@ func (ss *session) Data(r io.Reader) error {
 	s := ss.s
 	s.mu.Lock()
 	s.attempts++
+	s.inFlight++
+	s.peak = max(s.peak, s.inFlight)
 	attempt, onData, stall, latency := s.attempts, s.onData, s.stall, s.latency
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.inFlight--
+		s.mu.Unlock()
+	}()
 	if onData != nil {
 		onData(attempt)
 	}

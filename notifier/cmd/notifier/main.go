@@ -4,13 +4,12 @@ package main
 
 import (
 	"context"
-	"fmt"
+	"crypto/tls"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -19,6 +18,7 @@ import (
 	"github.com/jethook/jethook/notifier/internal/email"
 	"github.com/jethook/jethook/notifier/internal/processed"
 	"github.com/jethook/jethook/notifier/internal/receive"
+	"github.com/jethook/jethook/shared/consume"
 	"github.com/jethook/jethook/shared/logs"
 	"github.com/jethook/jethook/shared/metrics"
 	"github.com/jethook/jethook/shared/natsx"
@@ -55,40 +55,45 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 	nc, js := conn.NC, conn.JS
 
 	reg := metrics.NewRegistry()
-	store := processed.New(js, cfg.ClaimTTL())
+	store := processed.New(js)
+	send, err := sender(cfg, logger)
+	if err != nil {
+		return err
+	}
+	emailMetrics := email.NewMetrics(reg, js)
 	worker := &email.Worker{
-		Store:          store,
-		Sender:         sender(cfg, logger),
-		Logger:         logger,
-		Metrics:        email.NewMetrics(reg, js),
-		RetryBase:      cfg.EmailRetryBase,
-		RetryMax:       cfg.EmailRetryMax,
-		MessageTimeout: cfg.SMTPTimeout + 10*time.Second,
-		Grace:          5 * time.Second,
-		// Whenever pulling fails, the worker provisions again before it
-		// pulls: a consumer or stream deleted while the service runs is
-		// back within seconds instead of at the next restart.
-		Provision: func(ctx context.Context) (jetstream.Consumer, error) {
+		Store:       store,
+		Sender:      send,
+		Metrics:     emailMetrics,
+		Logger:      logger,
+		RetryBase:   cfg.EmailRetryBase,
+		RetryMax:    cfg.EmailRetryMax,
+		MaxAttempts: cfg.EmailMaxAttempts,
+		ClaimLease:  cfg.ClaimLease(),
+		CommitLease: cfg.CommitLease(),
+	}
+	// The email worker runs on the shared consumer runtime, which
+	// provisions the stream, bucket and consumer (again, whenever they
+	// vanish); until they exist, /readyz says what is missing.
+	runner, err := consume.New(consume.Config{
+		Stream:      natsx.StreamNotifications,
+		Name:        natsx.ConsumerEmail,
+		Noun:        "email",
+		Concurrency: cfg.EmailConcurrency,
+		Timings:     cfg.Timings(),
+		Handle:      worker.Handle,
+		// NOTIFICATIONS is a work queue: it holds only what is still to
+		// be sent, so a consumer created again starts from its beginning
+		// and nothing needs a resume point.
+		Provision: func(ctx context.Context, _ uint64) (jetstream.Consumer, error) {
 			return provision(ctx, nc, js, cfg)
 		},
-	}
-	// The worker starts once its stream, bucket and consumer exist; until
-	// then /readyz says what is missing.
-	emails := func(ctx context.Context) error {
-		var cons jetstream.Consumer
-		err := natsx.Retry(ctx, logger, "provision NATS", func(ctx context.Context) error {
-			c, err := worker.Provision(ctx)
-			if err != nil {
-				return err
-			}
-			cons = c
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		logger.Info("NATS provisioned", "stream", natsx.StreamNotifications, "consumer", natsx.ConsumerEmail, "bucket", natsx.BucketProcessed)
-		return worker.Run(ctx, cons)
+		JS:      js,
+		Logger:  logger,
+		Observe: emailMetrics.Settled,
+	})
+	if err != nil {
+		return err
 	}
 
 	handler := &receive.Handler{
@@ -104,16 +109,27 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 	app := receive.NewApp(handler, logger, func(ctx context.Context) error {
 		return natsx.Check(ctx, nc, js, requirement)
 	})
-	logger.Info("email delivery", "smtp_addr", cfg.SMTPAddr)
-	return service.Run(ctx, logger, conn, app, emails)
+	logger.Info("email delivery", "smtp_addr", cfg.SMTPAddr, "smtp_tls", cfg.SMTPTLS,
+		"smtp_auth", cfg.SMTPUsername != "", "concurrency", cfg.EmailConcurrency)
+	return service.Run(ctx, logger, conn, app, runner.Run)
 }
 
-// sender picks SMTP when a server is configured and the log otherwise.
-func sender(cfg config.Config, logger *slog.Logger) email.Sender {
+// sender picks SMTP when a relay is configured and the log otherwise.
+func sender(cfg config.Config, logger *slog.Logger) (email.Sender, error) {
 	if cfg.SMTPAddr == "" {
-		return email.LogSender{Logger: logger}
+		return email.LogSender{Logger: logger}, nil
 	}
-	return &email.SMTPSender{Addr: cfg.SMTPAddr, From: cfg.SMTPFrom, Timeout: cfg.SMTPTimeout}
+	var tc *tls.Config
+	if cfg.SMTPTLSCA != nil {
+		tc = &tls.Config{RootCAs: cfg.SMTPTLSCA, MinVersion: tls.VersionTLS12}
+	}
+	return email.NewSMTPSender(email.SMTPConfig{
+		Addr: cfg.SMTPAddr, From: cfg.SMTPFrom,
+		CommandTimeout: cfg.SMTPTimeout, DataTimeout: cfg.SMTPDataTimeout,
+		MaxConns: cfg.EmailConcurrency,
+		TLS:      cfg.SMTPTLS, TLSConfig: tc,
+		Username: cfg.SMTPUsername, Password: cfg.SMTPPassword,
+	})
 }
 
 // provision creates or updates the NOTIFICATIONS stream, the idempotency
@@ -128,9 +144,5 @@ func provision(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, cfg c
 	if err != nil {
 		return nil, err
 	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, natsx.StreamNotifications, email.ConsumerConfig(receive.Subject, cfg.AckWait()))
-	if err != nil {
-		return nil, fmt.Errorf("provision consumer %s: %w", natsx.ConsumerEmail, err)
-	}
-	return cons, nil
+	return consume.EnsureConsumer(ctx, js, natsx.StreamNotifications, email.ConsumerConfig(receive.Subject, cfg.Timings()), 0)
 }

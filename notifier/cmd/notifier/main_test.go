@@ -305,7 +305,7 @@ func TestRunProvisionsAgain(t *testing.T) {
 		// The next deletion comes once the worker has acked the email.
 		eventually(t, 15*time.Second, "NOTIFICATIONS to empty", empty)
 	}
-	if n := strings.Count(s.stdout.String(), `"msg":"NATS provisioned for the email worker"`); n < 2 {
-		t.Errorf("the worker provisioned %d times, want at least 2", n)
+	if n := strings.Count(s.stdout.String(), `"msg":"consuming","service":"notifier","consumer":"notifier-email"`); n < 3 {
+		t.Errorf("the worker provisioned %d times, want at least 3 (at start and after each deletion)", n)
 	}
 }

@@ -33,8 +33,14 @@ func TestLoadDefaults(t *testing.T) {
 		{"ProcessedTTL", c.ProcessedTTL, 72 * time.Hour},
 		{"EmailRetryBase", c.EmailRetryBase, time.Second},
 		{"EmailRetryMax", c.EmailRetryMax, 5 * time.Minute},
-		{"AckWait", c.AckWait(), 30 * time.Second},
-		{"ClaimTTL", c.ClaimTTL(), 90 * time.Second},
+		{"SMTPDataTimeout", c.SMTPDataTimeout, 10 * time.Minute},
+		{"EmailConcurrency", c.EmailConcurrency, 16},
+		{"EmailMaxAttempts", c.EmailMaxAttempts, 30},
+		{"AckWait", c.Timings().AckWait, 30 * time.Second},
+		{"Heartbeat", c.Timings().Heartbeat, 7500 * time.Millisecond},
+		{"MessageTimeout", c.Timings().MessageTimeout, 10*time.Minute + 90*time.Second},
+		{"ClaimLease", c.ClaimLease(), 30 * time.Second},
+		{"CommitLease", c.CommitLease(), 11 * time.Minute},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {

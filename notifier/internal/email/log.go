@@ -14,7 +14,10 @@ type LogSender struct {
 }
 
 // Send logs that m would be sent now.
-func (s LogSender) Send(ctx context.Context, m Message) error {
+func (s LogSender) Send(ctx context.Context, m Message, commit func(context.Context) error) error {
+	if err := commit(ctx); err != nil {
+		return &SendError{Stage: StageCommit, Err: err}
+	}
 	s.Logger.InfoContext(ctx, "Sending confirmation email to "+m.To+" for order "+m.OrderID,
 		"event_id", m.EventID, "order_id", m.OrderID)
 	return nil

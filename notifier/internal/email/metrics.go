@@ -7,6 +7,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/jethook/jethook/shared/consume"
 	"github.com/jethook/jethook/shared/metrics"
 	"github.com/jethook/jethook/shared/natsx"
 )
@@ -14,17 +15,6 @@ import (
 // pendingTimeout bounds the consumer lookup behind the pending gauge, so
 // that a slow or absent NATS never holds a scrape for long.
 const pendingTimeout = time.Second
-
-// emailOutcomes maps the outcome of a handled message to the outcome label
-// of jethook_notifier_emails_total. The outcomes left out sent nothing and
-// tried nothing (another worker holds the event, the store is away, the
-// body is corrupt); their log lines say so.
-var emailOutcomes = map[string]string{
-	"sent":            "sent",
-	"sent_unrecorded": "sent",
-	"send_failed":     "failed",
-	"duplicate":       "duplicate",
-}
 
 // Metrics are the email worker's metrics. A nil *Metrics records nothing.
 type Metrics struct {
@@ -39,7 +29,7 @@ func NewMetrics(reg prometheus.Registerer, js jetstream.JetStream) *Metrics {
 	m := &Metrics{
 		emails: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: metrics.Namespace, Subsystem: "notifier", Name: "emails_total",
-			Help: "Confirmation emails by outcome: sent, failed (to be retried) or duplicate (already sent, not sent again).",
+			Help: "Confirmation emails by outcome: sent, failed (to be retried), duplicate (already sent, not sent again) or dead_lettered (refused for good, or out of attempts).",
 		}, []string{"outcome"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: metrics.Namespace, Subsystem: "notifier", Name: "email_duration_seconds",
@@ -47,7 +37,7 @@ func NewMetrics(reg prometheus.Registerer, js jetstream.JetStream) *Metrics {
 			Buckets: prometheus.DefBuckets,
 		}),
 	}
-	for _, outcome := range []string{"sent", "failed", "duplicate"} {
+	for _, outcome := range []string{"sent", "failed", "duplicate", "dead_lettered"} {
 		m.emails.WithLabelValues(outcome)
 	}
 	reg.MustRegister(m.emails, m.duration, &pendingCollector{js: js, desc: prometheus.NewDesc(
@@ -63,12 +53,23 @@ func (m *Metrics) sendTook(d time.Duration) {
 	}
 }
 
-func (m *Metrics) handled(outcome string) {
+// Settled counts what became of one message, as the runtime carried it
+// out. Messages that tried nothing (another worker holds the event, the
+// store is away) are not emails and are not counted; their log lines say
+// what happened.
+func (m *Metrics) Settled(s consume.Settled) {
 	if m == nil {
 		return
 	}
-	if label, ok := emailOutcomes[outcome]; ok {
-		m.emails.WithLabelValues(label).Inc()
+	switch {
+	case s.Verdict == consume.VerdictDeadLetter:
+		m.emails.WithLabelValues("dead_lettered").Inc()
+	case s.Decision.Outcome == outcomeSent, s.Decision.Outcome == outcomeSentUnrecorded:
+		m.emails.WithLabelValues("sent").Inc()
+	case s.Decision.Outcome == outcomeDuplicate:
+		m.emails.WithLabelValues("duplicate").Inc()
+	case s.Decision.Outcome == outcomeSendFailed, s.Verdict == consume.VerdictRetry && s.Decision.Verdict == consume.VerdictDeadLetter:
+		m.emails.WithLabelValues("failed").Inc()
 	}
 }
 

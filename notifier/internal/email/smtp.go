@@ -3,85 +3,353 @@ package email
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
-	"net/smtp"
+	"sync/atomic"
 	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
 )
 
 var _ Sender = (*SMTPSender)(nil)
 
-// SMTPSender delivers messages to one SMTP server, a relay that takes care
-// of the rest of the way. It opens a connection per message: confirmation
-// emails are rare enough that pooling is not worth its failure modes.
-type SMTPSender struct {
-	// Addr is the server as host:port.
+// SMTPConfig says how to reach the mail relay.
+type SMTPConfig struct {
+	// Addr is the relay as host:port.
 	Addr string
 	// From is the envelope sender and the From header.
 	From string
-	// Timeout bounds the whole conversation, dial included.
-	Timeout time.Duration
+	// CommandTimeout bounds the connection and each command but the
+	// final ".".
+	CommandTimeout time.Duration
+	// DataTimeout bounds the wait for the answer to the final "."; RFC
+	// 5321 asks for 10 minutes.
+	DataTimeout time.Duration
+	// MaxConns bounds the connections open to the relay, and so the
+	// emails in flight.
+	MaxConns int
+	// TLS is how the connection is encrypted (TLSStartTLS, TLSImplicit,
+	// TLSOpportunistic or TLSNone); TLSConfig verifies the relay (nil:
+	// the system's roots and the relay's host name).
+	TLS       string
+	TLSConfig *tls.Config
+	// Username and Password, when set, authenticate with AUTH PLAIN or
+	// LOGIN, whichever the relay offers, and only over an encrypted
+	// connection.
+	Username, Password string
 	// Now stamps the Date header; nil means time.Now.
 	Now func() time.Time
 }
 
-// Send delivers m. The message counts as sent once the server has accepted
-// the DATA; a failure to say goodbye afterwards does not make it unsent.
-func (s *SMTPSender) Send(ctx context.Context, m Message) error {
-	now := time.Now
-	if s.Now != nil {
-		now = s.Now
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
-	defer cancel()
+// The TLS modes of SMTP_TLS.
+const (
+	// TLSStartTLS upgrades the connection with STARTTLS and refuses to go
+	// on without it.
+	TLSStartTLS = "starttls"
+	// TLSImplicit speaks TLS from the first byte (port 465).
+	TLSImplicit = "implicit"
+	// TLSOpportunistic upgrades with STARTTLS when the relay offers it.
+	TLSOpportunistic = "opportunistic"
+	// TLSNone never encrypts.
+	TLSNone = "none"
+)
 
-	dialer := net.Dialer{Timeout: s.Timeout}
-	conn, err := dialer.DialContext(ctx, "tcp", s.Addr)
-	if err != nil {
-		return fmt.Errorf("smtp %s: dial: %w", s.Addr, err)
-	}
-	defer conn.Close()
-	deadline, _ := ctx.Deadline()
-	if err := conn.SetDeadline(deadline); err != nil {
-		return fmt.Errorf("smtp %s: set deadline: %w", s.Addr, err)
-	}
-	// net/smtp takes no context; pulling the deadline in makes every
-	// pending read and write fail at once when the caller gives up.
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
-	defer stop()
+// maxIdle is how long an unused connection is kept: relays drop idle
+// clients after a while (RFC 5321 asks them to wait at least 5 minutes,
+// many wait less), and a connection they dropped costs a failed RSET.
+const maxIdle = 30 * time.Second
 
-	host, _, err := net.SplitHostPort(s.Addr)
+// SMTPSender delivers messages to one SMTP relay over a bounded pool of
+// reused connections. A connection taken from the pool is reset (RSET)
+// before its next message, which also proves that the relay still holds
+// it; one that fails is closed, and the next message dials afresh.
+type SMTPSender struct {
+	cfg   SMTPConfig
+	tls   *tls.Config
+	slots chan struct{} // one per message in flight, at most MaxConns
+	idle  chan *smtpConn
+	// offersTLS caches whether the relay offered STARTTLS, in the
+	// opportunistic mode: 0 unknown, 1 yes, 2 no.
+	offersTLS atomic.Int32
+}
+
+// smtpConn is one connection to the relay.
+type smtpConn struct {
+	client *smtp.Client
+	raw    net.Conn
+	used   time.Time
+}
+
+// NewSMTPSender returns a sender for cfg.
+func NewSMTPSender(cfg SMTPConfig) (*SMTPSender, error) {
+	host, _, err := net.SplitHostPort(cfg.Addr)
 	if err != nil {
-		return fmt.Errorf("smtp %s: %w", s.Addr, err)
+		return nil, fmt.Errorf("smtp relay %q: %w", cfg.Addr, err)
 	}
-	c, err := smtp.NewClient(conn, host)
-	if err != nil {
-		return fmt.Errorf("smtp %s: greeting: %w", s.Addr, err)
+	cfg.MaxConns = max(cfg.MaxConns, 1)
+	switch cfg.TLS {
+	case "":
+		cfg.TLS = TLSOpportunistic
+	case TLSStartTLS, TLSImplicit, TLSOpportunistic, TLSNone:
+	default:
+		return nil, fmt.Errorf("smtp: unknown TLS mode %q", cfg.TLS)
 	}
-	defer c.Close()
-	// Encrypt whenever the server offers it, as smtp.SendMail does.
-	if ok, _ := c.Extension("STARTTLS"); ok {
-		if err := c.StartTLS(&tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}); err != nil {
-			return fmt.Errorf("smtp %s: STARTTLS: %w", s.Addr, err)
+	if cfg.Password != "" && (cfg.TLS == TLSNone || cfg.TLS == TLSOpportunistic) {
+		return nil, fmt.Errorf("smtp: a password is only sent over TLS: use TLS mode %s or %s, not %s", TLSStartTLS, TLSImplicit, cfg.TLS)
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.TLSConfig != nil {
+		tc = cfg.TLSConfig.Clone()
+	}
+	if tc.ServerName == "" {
+		tc.ServerName = host
+	}
+	return &SMTPSender{
+		cfg:   cfg,
+		tls:   tc,
+		slots: make(chan struct{}, cfg.MaxConns),
+		idle:  make(chan *smtpConn, cfg.MaxConns),
+	}, nil
+}
+
+// Close closes the idle connections.
+func (s *SMTPSender) Close() {
+	for {
+		select {
+		case c := <-s.idle:
+			c.quit()
+		default:
+			return
 		}
 	}
-	if err := c.Mail(s.From); err != nil {
-		return fmt.Errorf("smtp %s: MAIL FROM: %w", s.Addr, err)
+}
+
+// Send delivers m over a pooled connection. It waits for a free one while
+// MaxConns emails are in flight.
+func (s *SMTPSender) Send(ctx context.Context, m Message, commit func(context.Context) error) error {
+	select {
+	case s.slots <- struct{}{}:
+	case <-ctx.Done():
+		return &SendError{Stage: StageConnect, Err: ctx.Err()}
 	}
-	if err := c.Rcpt(m.To); err != nil {
-		return fmt.Errorf("smtp %s: RCPT TO: %w", s.Addr, err)
-	}
-	w, err := c.Data()
+	defer func() { <-s.slots }()
+
+	c, err := s.conn(ctx)
 	if err != nil {
-		return fmt.Errorf("smtp %s: DATA: %w", s.Addr, err)
+		return err
 	}
-	if _, err := w.Write(m.Render(s.From, now())); err != nil {
-		return fmt.Errorf("smtp %s: write message: %w", s.Addr, err)
+	// go-smtp takes no context; pulling the deadline in makes a pending
+	// read or write fail at once when the caller gives up, and the
+	// connection is not reused after that.
+	stop := context.AfterFunc(ctx, func() { _ = c.raw.SetDeadline(time.Now()) })
+	reuse, err := s.transact(ctx, c, m, commit)
+	if !stop() {
+		reuse = false // the deadline was pulled in: the connection is spent
+	}
+	if reuse {
+		c.used = time.Now()
+		select {
+		case s.idle <- c:
+		default:
+			c.quit()
+		}
+	} else {
+		_ = c.client.Close()
+	}
+	return err
+}
+
+// transact sends m on c and reports whether c can carry another message:
+// after a refusal it can, after a broken conversation it cannot.
+func (s *SMTPSender) transact(ctx context.Context, c *smtpConn, m Message, commit func(context.Context) error) (reuse bool, err error) {
+	if err := c.client.Mail(s.cfg.From, nil); err != nil {
+		return refused(StageMail, err)
+	}
+	if err := c.client.Rcpt(m.To, nil); err != nil {
+		return refused(StageRcpt, err)
+	}
+	w, err := c.client.Data()
+	if err != nil {
+		return refused(StageData, err)
+	}
+	if _, err := w.Write(m.Render(s.cfg.From, s.now())); err != nil {
+		return false, sendError(StageData, err)
+	}
+	if err := commit(ctx); err != nil {
+		// Without the final dot the relay discards what it got; closing
+		// the connection is the only way to take DATA back.
+		return false, &SendError{Stage: StageCommit, Err: err}
 	}
 	if err := w.Close(); err != nil {
-		return fmt.Errorf("smtp %s: message refused: %w", s.Addr, err)
+		se := sendError(StageDot, err)
+		// A refusal of the message leaves the connection usable.
+		return se.Code != 0, se
 	}
-	// The server has taken responsibility for the message.
-	_ = c.Quit()
+	return true, nil
+}
+
+// refused classifies a failed command. A reply leaves the connection in a
+// known state, which RSET at its next use resets, except 421: the relay is
+// closing it.
+func refused(stage string, err error) (bool, error) {
+	se := sendError(stage, err)
+	return se.Code != 0 && se.Code != 421, se
+}
+
+// conn returns a connection ready for a message: an idle one that the
+// relay still answers, or a new one.
+func (s *SMTPSender) conn(ctx context.Context) (*smtpConn, error) {
+	for {
+		var c *smtpConn
+		select {
+		case c = <-s.idle:
+		default:
+			return s.dial(ctx)
+		}
+		if time.Since(c.used) > maxIdle {
+			c.quit()
+			continue
+		}
+		if err := c.client.Reset(); err != nil {
+			_ = c.client.Close()
+			continue
+		}
+		return c, nil
+	}
+}
+
+// dial opens a connection, reads the greeting, says EHLO, encrypts it as
+// the TLS mode asks and authenticates.
+func (s *SMTPSender) dial(ctx context.Context) (*smtpConn, error) {
+	client, raw, err := s.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Now()) })
+	defer stop()
+	if err := s.auth(client); err != nil {
+		_ = client.Close()
+		return nil, err
+	}
+	if ctx.Err() != nil {
+		_ = client.Close()
+		return nil, &SendError{Stage: StageConnect, Err: ctx.Err()}
+	}
+	return &smtpConn{client: client, raw: raw, used: time.Now()}, nil
+}
+
+// open connects as the TLS mode asks. In the opportunistic mode, the first
+// connection finds out whether the relay offers STARTTLS; if it does, that
+// connection is replaced by one that upgrades, and so are all later ones.
+func (s *SMTPSender) open(ctx context.Context) (*smtp.Client, net.Conn, error) {
+	d := net.Dialer{Timeout: s.cfg.CommandTimeout}
+	raw, err := d.DialContext(ctx, "tcp", s.cfg.Addr)
+	if err != nil {
+		return nil, nil, &SendError{Stage: StageConnect, Err: err}
+	}
+	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Now()) })
+	defer stop()
+	mode := s.cfg.TLS
+	if mode == TLSOpportunistic {
+		switch s.offersTLS.Load() {
+		case 1:
+			mode = TLSStartTLS
+		case 2:
+			mode = TLSNone
+		}
+	}
+	var client *smtp.Client
+	switch mode {
+	case TLSImplicit:
+		tc := tls.Client(raw, s.tls)
+		hctx, cancel := context.WithTimeout(ctx, s.cfg.CommandTimeout)
+		err = tc.HandshakeContext(hctx)
+		cancel()
+		if err != nil {
+			_ = raw.Close()
+			return nil, nil, &SendError{Stage: StageConnect, Err: fmt.Errorf("TLS handshake: %w", err)}
+		}
+		client = s.client(tc)
+	case TLSStartTLS:
+		client, err = newClientStartTLS(s, raw)
+		if err != nil {
+			_ = raw.Close()
+			return nil, nil, sendError(StageConnect, fmt.Errorf("STARTTLS, which SMTP_TLS=%s requires: %w", s.cfg.TLS, err))
+		}
+	default: // none, or opportunistic not yet known
+		client = s.client(raw)
+		if err := client.Hello("localhost"); err != nil {
+			_ = client.Close()
+			return nil, nil, sendError(StageConnect, err)
+		}
+		if mode == TLSOpportunistic {
+			ok, _ := client.Extension("STARTTLS")
+			if !ok {
+				s.offersTLS.Store(2)
+				return client, raw, nil
+			}
+			s.offersTLS.Store(1)
+			_ = client.Close()
+			return s.open(ctx)
+		}
+	}
+	return client, raw, nil
+}
+
+func (s *SMTPSender) client(conn net.Conn) *smtp.Client {
+	c := smtp.NewClient(conn)
+	c.CommandTimeout = s.cfg.CommandTimeout
+	c.SubmissionTimeout = s.cfg.DataTimeout
+	return c
+}
+
+func newClientStartTLS(s *SMTPSender, raw net.Conn) (*smtp.Client, error) {
+	c, err := smtp.NewClientStartTLS(raw, s.tls)
+	if err != nil {
+		return nil, err
+	}
+	c.CommandTimeout = s.cfg.CommandTimeout
+	c.SubmissionTimeout = s.cfg.DataTimeout
+	return c, nil
+}
+
+// auth authenticates with AUTH PLAIN or LOGIN when a username is set, and
+// never over a connection that is not encrypted.
+func (s *SMTPSender) auth(c *smtp.Client) error {
+	if s.cfg.Username == "" {
+		return nil
+	}
+	if _, ok := c.TLSConnectionState(); !ok {
+		return &SendError{Stage: StageConnect, Err: errors.New("the connection is not encrypted; the password is not sent")}
+	}
+	var mech sasl.Client
+	switch {
+	case c.SupportsAuth(sasl.Plain):
+		mech = sasl.NewPlainClient("", s.cfg.Username, s.cfg.Password)
+	case c.SupportsAuth(sasl.Login):
+		mech = sasl.NewLoginClient(s.cfg.Username, s.cfg.Password)
+	default:
+		return &SendError{Stage: StageConnect, Err: errors.New("the relay offers neither AUTH PLAIN nor AUTH LOGIN")}
+	}
+	if err := c.Auth(mech); err != nil {
+		return sendError("AUTH", err)
+	}
 	return nil
+}
+
+func (s *SMTPSender) now() time.Time {
+	if s.cfg.Now != nil {
+		return s.cfg.Now()
+	}
+	return time.Now()
+}
+
+// quit says goodbye on an idle connection, bounded by a short deadline.
+func (c *smtpConn) quit() {
+	_ = c.raw.SetDeadline(time.Now().Add(time.Second))
+	if err := c.client.Quit(); err != nil {
+		_ = c.client.Close()
+	}
 }

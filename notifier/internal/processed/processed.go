@@ -8,49 +8,69 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jethook/jethook/shared/natsx"
 )
 
-// State is the value stored under an event id.
+// State is what the store says of an event id.
 type State string
 
 // The states of an event id. An id that is not in the store has the zero
-// State: nobody has taken it yet. A claim is stored as "claimed:<owner>".
+// State: nobody has taken it yet, or the claim on it lapsed.
 const (
 	Claimed State = "claimed"
 	Done    State = "done"
 )
 
-// Claim errors say why an event id could not be claimed; both are expected
-// and decide what happens to the message.
+// Errors of the claim operations. Each is expected and decides what
+// happens to the message.
 var (
 	// ErrDone means the email of the event was already sent.
 	ErrDone = errors.New("event already processed")
-	// ErrClaimed means another worker holds the event, or a crashed
-	// worker's claim has not expired yet.
-	ErrClaimed = errors.New("event claimed by another worker")
+	// ErrClaimLost means the claim lapsed and another delivery took the
+	// event: the holder must not send.
+	ErrClaimLost = errors.New("claim lost to another delivery")
 )
+
+// ClaimedError means a live delivery holds the event. Until is when its
+// lease ends unless it is renewed.
+type ClaimedError struct {
+	Holder string
+	Until  time.Time
+}
+
+func (e *ClaimedError) Error() string {
+	return fmt.Sprintf("event claimed by %s until %s", e.Holder, e.Until.UTC().Format(time.RFC3339))
+}
+
+// Claim is a lease on one event id, held by one delivery of its message.
+// Only the holder of a live lease may send; a lease that is not renewed
+// lapses on its own (the key's TTL), which is how the claim of a process
+// that died is released, and the only way: a live holder is never taken
+// over.
+type Claim struct {
+	EventID string
+	Holder  string
+	// Rev is the revision of the key that proves the lease.
+	Rev uint64
+	// Until is when the lease ends unless it is renewed.
+	Until time.Time
+}
 
 // Store reads and writes the notifier_processed bucket. It opens the bucket
 // on first use, because the service starts before NATS is provisioned.
 type Store struct {
-	js       jetstream.JetStream
-	claimTTL time.Duration
+	js  jetstream.JetStream
+	now func() time.Time
 
 	mu sync.Mutex
 	kv jetstream.KeyValue
 }
 
-// New returns a Store on js whose claims expire after claimTTL unless they
-// are turned into Done.
-func New(js jetstream.JetStream, claimTTL time.Duration) *Store {
-	return &Store{js: js, claimTTL: claimTTL}
-}
-
-// ClaimTTL is how long a claim lives unless it is turned into Done.
-func (s *Store) ClaimTTL() time.Duration { return s.claimTTL }
+// New returns a Store on js.
+func New(js jetstream.JetStream) *Store { return &Store{js: js, now: time.Now} }
 
 func (s *Store) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 	s.mu.Lock()
@@ -79,95 +99,119 @@ func (s *Store) Lookup(ctx context.Context, eventID string) (State, error) {
 	case err != nil:
 		return "", fmt.Errorf("look up %s: %w", eventID, err)
 	}
-	return stateOf(entry.Value()), nil
+	state, _, _ := parse(entry.Value())
+	return state, nil
 }
 
-// stateOf reads a stored value: a claim of any owner is Claimed.
-func stateOf(value []byte) State {
-	if strings.HasPrefix(string(value), string(Claimed)+":") {
-		return Claimed
+// claimValue is the stored form of a lease: "claimed:<holder>:<until, unix ms>".
+func claimValue(holder string, until time.Time) []byte {
+	return fmt.Appendf(nil, "%s:%s:%d", Claimed, holder, until.UnixMilli())
+}
+
+// parse reads a stored value.
+func parse(value []byte) (state State, holder string, until time.Time) {
+	rest, ok := strings.CutPrefix(string(value), string(Claimed)+":")
+	if !ok {
+		return State(value), "", time.Time{}
 	}
-	return State(value)
+	holder, ms, _ := strings.Cut(rest, ":")
+	var n int64
+	_, _ = fmt.Sscan(ms, &n)
+	return Claimed, holder, time.UnixMilli(n)
 }
 
-// Claim takes eventID for owner (the NOTIFICATIONS message being
-// processed, by its stream sequence) and returns the revision that proves
-// it, to be passed to Release or MarkDone. The claim carries its own TTL, so
-// the claim of a worker that dies mid-send expires and the redelivered
-// message can be claimed again. When the claim found belongs to owner, it
-// was left by an earlier delivery of this very message, whose worker died
-// or never heard that its claim was stored: that delivery is over (the
-// message would not have come back otherwise), so the claim is taken over
-// at once instead of waiting for its TTL. It returns ErrDone or ErrClaimed
-// when the id is taken.
-func (s *Store) Claim(ctx context.Context, eventID, owner string) (uint64, error) {
+// Claim takes eventID for holder, the delivery being processed, for lease.
+// It returns ErrDone when the email was sent, and a *ClaimedError when a
+// live delivery holds the event, whoever that is: a redelivery of the
+// same message too, since a slow worker may still be sending it.
+func (s *Store) Claim(ctx context.Context, eventID, holder string, lease time.Duration) (Claim, error) {
 	kv, err := s.bucket(ctx)
 	if err != nil {
-		return 0, err
+		return Claim{}, err
 	}
-	value := []byte(string(Claimed) + ":" + owner)
-	rev, err := kv.Create(ctx, eventID, value, jetstream.KeyTTL(s.claimTTL))
+	until := s.now().Add(lease)
+	rev, err := kv.Create(ctx, eventID, claimValue(holder, until), jetstream.KeyTTL(lease))
 	if err == nil {
-		return rev, nil
+		return Claim{EventID: eventID, Holder: holder, Rev: rev, Until: until}, nil
 	}
 	if !errors.Is(err, jetstream.ErrKeyExists) {
-		return 0, fmt.Errorf("claim %s: %w", eventID, err)
+		return Claim{}, fmt.Errorf("claim %s: %w", eventID, err)
 	}
 	entry, err := kv.Get(ctx, eventID)
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
-		// Released between Create and Get: trying again later is right.
-		return 0, ErrClaimed
+		// Released or lapsed between Create and Get: try again soon.
+		return Claim{}, &ClaimedError{Holder: "unknown", Until: s.now()}
 	case err != nil:
-		return 0, fmt.Errorf("look up %s: %w", eventID, err)
+		return Claim{}, fmt.Errorf("look up %s: %w", eventID, err)
 	}
-	switch State(entry.Value()) {
-	case Done:
-		return 0, ErrDone
-	case State(value):
-		// Take over our own stale claim with a fresh TTL. If another
-		// worker slips in between, it holds the event and we wait.
-		if err := kv.Delete(ctx, eventID, jetstream.LastRevision(entry.Revision())); err != nil {
-			return 0, ErrClaimed
-		}
-		rev, err := kv.Create(ctx, eventID, value, jetstream.KeyTTL(s.claimTTL))
-		if err != nil {
-			return 0, ErrClaimed
-		}
-		return rev, nil
+	state, other, otherUntil := parse(entry.Value())
+	if state == Done {
+		return Claim{}, ErrDone
 	}
-	return 0, ErrClaimed
+	return Claim{}, &ClaimedError{Holder: other, Until: otherUntil}
 }
 
-// Release gives up the claim of revision rev after a failed send, so that
-// the next delivery can claim the event at once. It does nothing if the
-// claim has already moved on.
-func (s *Store) Release(ctx context.Context, eventID string, rev uint64) error {
+// Renew extends c's lease to lease from now. It fails with ErrClaimLost if
+// the lease lapsed and another delivery took the event.
+func (s *Store) Renew(ctx context.Context, c *Claim, lease time.Duration) error {
+	if _, err := s.bucket(ctx); err != nil {
+		return err
+	}
+	until := s.now().Add(lease)
+	// KeyValue.Update takes no TTL; a claim is renewed with the publish
+	// that Update makes, plus the message TTL.
+	msg := nats.NewMsg("$KV." + natsx.BucketProcessed + "." + c.EventID)
+	msg.Data = claimValue(c.Holder, until)
+	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(c.Rev), jetstream.WithMsgTTL(lease))
+	if wrongLastSequence(err) {
+		return fmt.Errorf("renew claim on %s: %w", c.EventID, ErrClaimLost)
+	}
+	if err != nil {
+		return fmt.Errorf("renew claim on %s: %w", c.EventID, err)
+	}
+	c.Rev, c.Until = ack.Sequence, until
+	return nil
+}
+
+// wrongLastSequence reports a compare-and-set conflict: code 10071, or
+// 10164 on replicated streams, as nats.go's own KV code accepts both.
+func wrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// Release gives c up after a failed send, so that the next delivery can
+// claim the event at once. It does nothing if the claim has moved on.
+func (s *Store) Release(ctx context.Context, c Claim) error {
 	kv, err := s.bucket(ctx)
 	if err != nil {
 		return err
 	}
-	if err := kv.Delete(ctx, eventID, jetstream.LastRevision(rev)); err != nil {
-		return fmt.Errorf("release %s: %w", eventID, err)
+	err = kv.Delete(ctx, c.EventID, jetstream.LastRevision(c.Rev))
+	if err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !wrongLastSequence(err) {
+		return fmt.Errorf("release %s: %w", c.EventID, err)
 	}
 	return nil
 }
 
-// MarkDone records that the email of eventID was sent. The new revision
-// has no per-key TTL, so it lives for the bucket's TTL instead of the
-// claim's. If the claim expired meanwhile and someone else claimed the id,
-// Done still wins: the email has gone out.
-func (s *Store) MarkDone(ctx context.Context, eventID string, rev uint64) error {
+// MarkDone records that the email of c's event was sent. The new revision
+// has no TTL of its own, so it lives for the bucket's TTL. If the lease
+// lapsed meanwhile and another delivery claimed the event, Done still
+// wins: the email has gone out.
+func (s *Store) MarkDone(ctx context.Context, c Claim) error {
 	kv, err := s.bucket(ctx)
 	if err != nil {
 		return err
 	}
-	_, err = kv.Update(ctx, eventID, []byte(Done), rev)
-	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-		_, err = kv.Put(ctx, eventID, []byte(Done))
+	_, err = kv.Update(ctx, c.EventID, []byte(Done), c.Rev)
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || wrongLastSequence(err) {
+		_, err = kv.Put(ctx, c.EventID, []byte(Done))
 	}
 	if err != nil {
-		return fmt.Errorf("mark %s done: %w", eventID, err)
+		return fmt.Errorf("mark %s done: %w", c.EventID, err)
 	}
 	return nil
 }

@@ -78,7 +78,7 @@ func newFixture(t *testing.T) *fixture {
 		Verifier: webhook.Verifier{Secrets: mustSecrets(t, testSecret)},
 		Conn:     nc,
 		JS:       js,
-		Store:    processed.New(js, time.Minute),
+		Store:    processed.New(js),
 		Logger:   logger,
 		Timeout:  time.Second,
 		// The test events are minutes old at most.
