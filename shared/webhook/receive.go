@@ -124,7 +124,7 @@ func (v Verifier) receive(h Header, contentLength int64, body io.Reader) (Messag
 	// values holds the id, timestamp and signature, in this order.
 	var values [3]string
 	for i, name := range [...]string{HeaderID, HeaderTimestamp, HeaderSignature} {
-		all := h.Values(name)
+		all := h.Values(canonicalKeys[i])
 		if len(all) > 1 {
 			return Message{}, &Refusal{Status: http.StatusForbidden,
 				Detail: "signature verification failed: " + name + " header sent more than once",
@@ -222,6 +222,11 @@ func tooLarge(limit int64) *Refusal {
 		Err:    fmt.Errorf("%w: limit is %d bytes", ErrBodyTooLarge, limit)}
 }
 
+// canonicalKeys are the webhook headers' names as http.Header keys them
+// (HeaderID, HeaderTimestamp, HeaderSignature, in this order): looked up
+// so, they need no conversion, which would allocate on every request.
+var canonicalKeys = [...]string{"Webhook-Id", "Webhook-Timestamp", "Webhook-Signature"}
+
 // first is the header's first value, or "" when it is absent.
 func first(h Header, name string) string {
 	if values := h.Values(name); len(values) > 0 {
@@ -262,21 +267,38 @@ func isPrintableASCII(s string) bool {
 
 // readBody reads all of r, but never more than limit+1 bytes: one byte
 // past the limit is enough to know the body is too large. A known length
-// sizes the buffer once.
+// sizes the buffer once (one byte more, to see the end without growing);
+// an unknown one doubles it, capped at limit+1, so that a body without a
+// Content-Length costs at most about twice the limit.
 func readBody(r io.Reader, contentLength, limit int64) ([]byte, error) {
-	var buf bytes.Buffer
 	size := int64(bytes.MinRead)
 	if contentLength >= 0 {
-		// The extra MinRead lets ReadFrom see the end of the body
-		// without growing the buffer.
-		size = min(contentLength, limit) + bytes.MinRead
+		size = contentLength + 1
 	}
-	buf.Grow(int(size))
-	if _, err := buf.ReadFrom(io.LimitReader(r, limit+1)); err != nil {
-		return nil, err
+	buf := make([]byte, 0, min(size, limit+1))
+	r = io.LimitReader(r, limit+1)
+	for {
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) > limit {
+				return nil, ErrBodyTooLarge
+			}
+			next := int64(2 * cap(buf))
+			if next >= limit {
+				next = limit + 1
+			}
+			buf = append(make([]byte, 0, next), buf...)
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
-	if int64(buf.Len()) > limit {
+	if int64(len(buf)) > limit {
 		return nil, ErrBodyTooLarge
 	}
-	return buf.Bytes(), nil
+	return buf, nil
 }

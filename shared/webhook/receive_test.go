@@ -574,26 +574,47 @@ func (w *statusWriter) Header() http.Header         { return w.header }
 func (w *statusWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (w *statusWriter) WriteHeader(status int)      { w.status = status }
 
+// BenchmarkMiddleware measures a webhook's way through the middleware to
+// the handler, and what a refused one costs: a stale one or one declared
+// too large costs neither a read of its body nor an HMAC.
 func BenchmarkMiddleware(b *testing.B) {
 	secrets := []webhook.Secret{mustSecret(b, secretA)}
 	v := webhook.Verifier{Secrets: secrets, Now: fixedNow(ts0)}
-	body := []byte(strings.Repeat(`{"k":"v"},`, 100))
 	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	h := v.Middleware(next)
-	req := httptest.NewRequest(http.MethodPost, hookPath, nil)
-	req.Header.Set("Content-Type", "application/json")
-	webhook.SetHeaders(req.Header, secrets, msgID, time.Unix(ts0, 0), body)
-	rd := bytes.NewReader(body)
-	w := &statusWriter{header: http.Header{}}
-	b.SetBytes(int64(len(body)))
-	b.ReportAllocs()
-	for b.Loop() {
-		rd.Reset(body)
-		req.Body, req.ContentLength = io.NopCloser(rd), int64(len(body))
-		w.status = 0
-		h.ServeHTTP(w, req)
-		if w.status != http.StatusNoContent {
-			b.Fatalf("status %d", w.status)
-		}
+	small := []byte(strings.Repeat(`{"k":"v"},`, 100))
+	large := bytes.Repeat([]byte("x"), webhook.DefaultMaxBodyBytes)
+	tests := []struct {
+		name          string
+		body          []byte
+		signedAt      int64
+		contentLength int64
+		want          int
+	}{
+		{"accepted/1KB", small, ts0, int64(len(small)), http.StatusNoContent},
+		{"accepted/1MiB", large, ts0, int64(len(large)), http.StatusNoContent},
+		{"accepted/1MiB_chunked", large, ts0, -1, http.StatusNoContent},
+		{"stale/1MiB", large, ts0 - 3600, int64(len(large)), http.StatusForbidden},
+		{"declared_too_large/1MiB", large, ts0, 10 << 20, http.StatusRequestEntityTooLarge},
+	}
+	for _, tt := range tests {
+		b.Run(tt.name, func(b *testing.B) {
+			req := httptest.NewRequest(http.MethodPost, hookPath, nil)
+			req.Header.Set("Content-Type", "application/json")
+			webhook.SetHeaders(req.Header, secrets, msgID, time.Unix(tt.signedAt, 0), tt.body)
+			rd := bytes.NewReader(tt.body)
+			w := &statusWriter{header: http.Header{}}
+			b.SetBytes(int64(len(tt.body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				rd.Reset(tt.body)
+				req.Body, req.ContentLength = io.NopCloser(rd), tt.contentLength
+				w.status = 0
+				h.ServeHTTP(w, req)
+				if w.status != tt.want {
+					b.Fatalf("status %d, want %d", w.status, tt.want)
+				}
+			}
+		})
 	}
 }
