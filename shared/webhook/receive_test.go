@@ -147,10 +147,17 @@ func TestMiddleware(t *testing.T) {
 	body := []byte(body0)
 	big := []byte(`{"pad":"` + strings.Repeat("x", testLimit) + `"}`)
 	exact := []byte(`{"pad":"` + strings.Repeat("x", testLimit-10) + `"}`)
+	// edited builds the valid webhook with its header changed by edit.
+	edited := func(edit func(h http.Header)) func(t *testing.T, url string) *http.Request {
+		return func(t *testing.T, url string) *http.Request {
+			req := signedRequest(t, url, secretA, msgID, at, body)
+			edit(req.Header)
+			return req
+		}
+	}
 	tests := []struct {
 		name string
-		// request builds the request to url; it is signed at ts0 with
-		// secretA over body unless it says otherwise.
+		// request builds the request to url.
 		request    func(t *testing.T, url string) *http.Request
 		wantStatus int
 		wantDetail string // for a refusal
@@ -171,12 +178,10 @@ func TestMiddleware(t *testing.T) {
 		},
 		{
 			name: "media type with a charset, Content-Encoding identity in capitals",
-			request: func(t *testing.T, url string) *http.Request {
-				req := signedRequest(t, url, secretA, msgID, at, body)
-				req.Header.Set("Content-Type", "application/json; charset=utf-8")
-				req.Header.Set("Content-Encoding", "IDENTITY")
-				return req
-			},
+			request: edited(func(h http.Header) {
+				h.Set("Content-Type", "application/json; charset=utf-8")
+				h.Set("Content-Encoding", "IDENTITY")
+			}),
 			wantStatus: 200,
 		},
 		{
@@ -195,23 +200,19 @@ func TestMiddleware(t *testing.T) {
 		},
 		{
 			name: "no webhook headers",
-			request: func(t *testing.T, url string) *http.Request {
-				req := signedRequest(t, url, secretA, msgID, at, body)
+			request: edited(func(h http.Header) {
 				for _, name := range []string{webhook.HeaderID, webhook.HeaderTimestamp, webhook.HeaderSignature} {
-					req.Header.Del(name)
+					h.Del(name)
 				}
-				return req
-			},
+			}),
 			wantStatus: 403, wantErr: webhook.ErrMissingHeader,
 			wantDetail: "signature verification failed: webhook: missing header: webhook-id",
 		},
 		{
 			name: "no signature",
-			request: func(t *testing.T, url string) *http.Request {
-				req := signedRequest(t, url, secretA, msgID, at, body)
-				req.Header.Del(webhook.HeaderSignature)
-				return req
-			},
+			request: edited(func(h http.Header) {
+				h.Del(webhook.HeaderSignature)
+			}),
 			wantStatus: 403, wantErr: webhook.ErrMissingHeader,
 			wantDetail: "signature verification failed: webhook: missing header: webhook-signature",
 		},
@@ -250,71 +251,57 @@ func TestMiddleware(t *testing.T) {
 		},
 		{
 			name: "webhook-id sent twice",
-			request: func(t *testing.T, url string) *http.Request {
-				req := signedRequest(t, url, secretA, msgID, at, body)
-				req.Header.Add(webhook.HeaderID, "msg_other")
-				return req
-			},
+			request: edited(func(h http.Header) {
+				h.Add(webhook.HeaderID, "msg_other")
+			}),
 			wantStatus: 403, wantErr: webhook.ErrRepeatedHeader,
 			wantDetail: "signature verification failed: webhook-id header sent more than once",
 		},
 		{
 			name: "webhook-timestamp sent twice",
-			request: func(t *testing.T, url string) *http.Request {
-				req := signedRequest(t, url, secretA, msgID, at, body)
-				req.Header.Add(webhook.HeaderTimestamp, strconv.Itoa(ts0))
-				return req
-			},
+			request: edited(func(h http.Header) {
+				h.Add(webhook.HeaderTimestamp, strconv.Itoa(ts0))
+			}),
 			wantStatus: 403, wantErr: webhook.ErrRepeatedHeader,
 			wantDetail: "signature verification failed: webhook-timestamp header sent more than once",
 		},
 		{
 			name: "webhook-signature sent twice, both valid",
-			request: func(t *testing.T, url string) *http.Request {
-				req := signedRequest(t, url, secretA, msgID, at, body)
-				req.Header.Add(webhook.HeaderSignature, sig0)
-				return req
-			},
+			request: edited(func(h http.Header) {
+				h.Add(webhook.HeaderSignature, sig0)
+			}),
 			wantStatus: 403, wantErr: webhook.ErrRepeatedHeader,
 			wantDetail: "signature verification failed: webhook-signature header sent more than once",
 		},
 		{
 			name: "text/plain",
-			request: func(t *testing.T, url string) *http.Request {
-				req := signedRequest(t, url, secretA, msgID, at, body)
-				req.Header.Set("Content-Type", "text/plain")
-				return req
-			},
+			request: edited(func(h http.Header) {
+				h.Set("Content-Type", "text/plain")
+			}),
 			wantStatus: 415, wantErr: webhook.ErrUnsupportedMediaType,
 			wantDetail: "Content-Type must be application/json",
 		},
 		{
 			name: "no Content-Type",
-			request: func(t *testing.T, url string) *http.Request {
-				req := signedRequest(t, url, secretA, msgID, at, body)
-				req.Header.Del("Content-Type")
-				return req
-			},
+			request: edited(func(h http.Header) {
+				h.Del("Content-Type")
+			}),
 			wantStatus: 415, wantErr: webhook.ErrUnsupportedMediaType,
 			wantDetail: "Content-Type must be application/json",
 		},
 		{
 			name: "gzip, signed over the bytes on the wire",
-			request: func(t *testing.T, url string) *http.Request {
-				req := signedRequest(t, url, secretA, msgID, at, body)
-				req.Header.Set("Content-Encoding", "gzip")
-				return req
-			},
+			request: edited(func(h http.Header) {
+				h.Set("Content-Encoding", "gzip")
+			}),
 			wantStatus: 415, wantErr: webhook.ErrUnsupportedMediaType,
 			wantDetail: "Content-Encoding gzip is not supported",
 		},
 		{
 			name: "a Content-Encoding too long to repeat",
-			request: func(t *testing.T, url string) *http.Request {
-				req := signedRequest(t, url, secretA, msgID, at, body)
-				req.Header.Set("Content-Encoding", strings.Repeat("x", 100))
-				return req
-			},
+			request: edited(func(h http.Header) {
+				h.Set("Content-Encoding", strings.Repeat("x", 100))
+			}),
 			wantStatus: 415, wantErr: webhook.ErrUnsupportedMediaType,
 			wantDetail: "Content-Encoding must be identity",
 		},
