@@ -43,6 +43,8 @@ type Refusal struct {
 	Err error
 }
 
+// Error returns the detail, which is what a log line about the refusal
+// needs to say.
 func (f *Refusal) Error() string { return f.Detail }
 
 // Unwrap returns the cause, so that errors.Is and errors.As see through a
@@ -82,7 +84,9 @@ func (f *Refusal) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Header is the part of a request's header that Receive reads: every
-// value of one field. http.Header has this method.
+// value of one field. http.Header has this method. Receive asks for names
+// in their canonical form (Webhook-Id, Content-Type); another framework's
+// adapter must match them regardless of case, as HTTP does.
 type Header interface {
 	Values(key string) []string
 }
