@@ -35,6 +35,7 @@ lint:
 FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzVerify -fuzztime=$(FUZZTIME) ./shared/webhook/
+	$(GO) test -run='^$$' -fuzz=FuzzMiddleware -fuzztime=$(FUZZTIME) ./shared/webhook/
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./shared/event/
 	$(GO) test -run='^$$' -fuzz=FuzzParseRequest -fuzztime=$(FUZZTIME) ./orders/internal/order/
 

@@ -58,10 +58,18 @@ func ErrorHandler(logger *slog.Logger) fiber.ErrorHandler {
 			logger.Error("request failed", "error", err, "method", c.Method(), "path", c.Path())
 			p = New(http.StatusInternalServerError, "")
 		}
-		cp := *p
-		cp.Instance = c.Path()
-		c.Status(cp.Status)
-		c.Set(fiber.HeaderContentType, ContentType)
-		return c.JSON(cp, ContentType)
+		return Write(c, p)
 	}
+}
+
+// Write answers the request with p as problem+json, its instance being
+// the request's path. It is for handlers that must answer an error
+// themselves rather than return it to the ErrorHandler, which answers
+// this way too.
+func Write(c *fiber.Ctx, p *Problem) error {
+	cp := *p
+	cp.Instance = c.Path()
+	c.Status(cp.Status)
+	c.Set(fiber.HeaderContentType, ContentType)
+	return c.JSON(cp, ContentType)
 }

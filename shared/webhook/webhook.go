@@ -21,6 +21,11 @@ const (
 	HeaderSignature = "webhook-signature"
 )
 
+// DefaultMaxBodyBytes is the largest body Receive and Middleware accept
+// unless Verifier.MaxBodyBytes says otherwise. 1 MiB is far above any
+// event's size and far below what a flood of requests could exhaust.
+const DefaultMaxBodyBytes = 1 << 20
+
 // DefaultTolerance is how far a webhook timestamp may be from the verifier's
 // clock, in either direction, before the message is rejected as a replay or a
 // clock problem. Five minutes is the value recommended by Standard Webhooks.
@@ -41,6 +46,13 @@ var (
 	ErrNoMatchingSignature = errors.New("webhook: no matching signature")
 	// ErrInvalidSecret means a secret could not be parsed or a verifier has no usable secret.
 	ErrInvalidSecret = errors.New("webhook: invalid secret")
+	// ErrRepeatedHeader means a webhook header was sent more than once.
+	ErrRepeatedHeader = errors.New("webhook: header sent more than once")
+	// ErrUnsupportedMediaType means the body is not plain JSON: another
+	// Content-Type, or a Content-Encoding other than identity.
+	ErrUnsupportedMediaType = errors.New("webhook: unsupported media type")
+	// ErrBodyTooLarge means the body is longer than Verifier.MaxBodyBytes.
+	ErrBodyTooLarge = errors.New("webhook: body too large")
 )
 
 const (
@@ -187,8 +199,10 @@ func SetHeaders(h http.Header, secrets []Secret, id string, ts time.Time, body [
 	h.Set(HeaderSignature, Sign(secrets, id, ts, body))
 }
 
-// Verifier checks incoming webhooks. The zero Tolerance and nil Now select
-// the defaults, so a Verifier literal with only Secrets set is ready to use.
+// Verifier checks incoming webhooks. The zero Tolerance, MaxBodyBytes and
+// nil Now select the defaults, so a Verifier literal with only Secrets set
+// is ready to use: Verify checks a message already in hand, while Receive,
+// Middleware and the fiberwebhook package check a whole HTTP request.
 type Verifier struct {
 	// Secrets are tried in turn; a message is accepted if it was signed
 	// with any of them, which allows secret rotation without downtime.
@@ -199,6 +213,10 @@ type Verifier struct {
 	// Now returns the current time; nil means time.Now. Tests set it to
 	// make timestamp checks deterministic.
 	Now func() time.Time
+	// MaxBodyBytes is the largest request body Receive and Middleware
+	// accept; zero or negative means DefaultMaxBodyBytes. Verify itself
+	// checks whatever body it is given.
+	MaxBodyBytes int64
 }
 
 // Verify checks the webhook-id, webhook-timestamp and webhook-signature
@@ -209,46 +227,63 @@ type Verifier struct {
 // compared at whole-second resolution because that is what the header
 // carries.
 func (v Verifier) Verify(id, timestamp, signature string, body []byte) error {
+	if _, err := v.checkHeaders(id, timestamp, signature); err != nil {
+		return err
+	}
+	return v.checkSignature(id, timestamp, signature, body)
+}
+
+// checkHeaders makes every check that needs no body: the secrets, the
+// header values and the timestamp's distance from Now. It returns the
+// timestamp. Receive runs it before reading the body, so that a stale or
+// unsigned request costs no read and no HMAC.
+func (v Verifier) checkHeaders(id, timestamp, signature string) (int64, error) {
 	// A misconfigured verifier is reported first because it rejects every
 	// message, whatever the request looks like.
 	if !v.hasUsableSecret() {
-		return fmt.Errorf("%w: verifier has no non-empty secrets", ErrInvalidSecret)
+		return 0, fmt.Errorf("%w: verifier has no non-empty secrets", ErrInvalidSecret)
 	}
 	switch {
 	case id == "":
-		return fmt.Errorf("%w: %s", ErrMissingHeader, HeaderID)
+		return 0, fmt.Errorf("%w: %s", ErrMissingHeader, HeaderID)
 	case timestamp == "":
-		return fmt.Errorf("%w: %s", ErrMissingHeader, HeaderTimestamp)
+		return 0, fmt.Errorf("%w: %s", ErrMissingHeader, HeaderTimestamp)
 	case signature == "":
-		return fmt.Errorf("%w: %s", ErrMissingHeader, HeaderSignature)
+		return 0, fmt.Errorf("%w: %s", ErrMissingHeader, HeaderSignature)
 	}
 	if err := checkID(id); err != nil {
-		return err
+		return 0, err
 	}
 	if len(signature) > maxSignatureLen {
-		return fmt.Errorf("%w: %s is %d bytes, limit is %d", ErrInvalidHeader, HeaderSignature, len(signature), maxSignatureLen)
+		return 0, fmt.Errorf("%w: %s is %d bytes, limit is %d", ErrInvalidHeader, HeaderSignature, len(signature), maxSignatureLen)
 	}
 	ts, err := parseTimestamp(timestamp)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if err := v.checkTimestamp(ts); err != nil {
-		return err
+		return 0, err
 	}
 	// Skipping the HMAC when there is nothing to compare against keeps
 	// junk requests cheap.
 	if !hasV1Candidate(signature) {
-		return fmt.Errorf("%w: no %s entry of the expected length", ErrNoMatchingSignature, signatureVersion)
+		return 0, fmt.Errorf("%w: no %s entry of the expected length", ErrNoMatchingSignature, signatureVersion)
 	}
+	return ts, nil
+}
 
+// checkSignature computes the HMAC of the message under each secret and
+// compares it, in constant time, with each v1 entry of the signature
+// header. The header values must have passed checkHeaders.
+func (v Verifier) checkSignature(id, timestamp, signature string, body []byte) error {
 	var want, got [encodedMACLen]byte
 	sc := new(scratch)
 	for _, s := range v.Secrets {
 		if len(s.key) == 0 {
 			continue
 		}
-		// The timestamp header is canonical (checked above), so signing
-		// its raw text is the same as signing the parsed integer.
+		// The timestamp header is canonical (checked by checkHeaders), so
+		// signing its raw text is the same as signing the parsed integer.
 		s.sum(&want, sc, id, timestamp, body)
 		for entry := range strings.FieldsSeq(signature) {
 			sig, ok := v1Signature(entry)

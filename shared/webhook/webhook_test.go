@@ -1,9 +1,13 @@
 package webhook_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -138,6 +142,82 @@ func TestInteropOursVerifiesOfficial(t *testing.T) {
 	}
 	if got := webhook.Sign(v.Secrets, "msg_interop", now, body); got != sig {
 		t.Fatalf("Sign = %q, official Sign = %q", got, sig)
+	}
+}
+
+// The official library signs a request; both of our middlewares, on a
+// real server, accept it and hand its body on, and refuse it once its body
+// is changed in transit.
+func TestInteropMiddlewareVerifiesOfficial(t *testing.T) {
+	official, err := standardwebhooks.NewWebhook(secretB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte(`{"type":"order.paid","data":{"order_id":"42"}}`)
+	officialRequest := func(t *testing.T, url string, sent []byte) *http.Request {
+		now := time.Now()
+		sig, err := official.Sign("msg_interop", now, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(sent))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set(webhook.HeaderID, "msg_interop")
+		req.Header.Set(webhook.HeaderTimestamp, strconv.FormatInt(now.Unix(), 10))
+		req.Header.Set(webhook.HeaderSignature, sig)
+		return req
+	}
+	// The verifier knows an older secret too, as during a rotation.
+	v := webhook.Verifier{Secrets: []webhook.Secret{mustSecret(t, secretA), mustSecret(t, secretB)}}
+	for _, ad := range adapters {
+		t.Run(ad.name, func(t *testing.T) {
+			url := ad.serve(t, v)
+			got := post(t, officialRequest(t, url, body))
+			var e echo
+			if got.status != 200 || json.Unmarshal(got.body, &e) != nil || e.ID != "msg_interop" || e.Body != string(body) {
+				t.Fatalf("officially signed webhook: %d %s", got.status, got.body)
+			}
+			tampered := bytes.Replace(body, []byte("42"), []byte("43"), 1)
+			if got := post(t, officialRequest(t, url, tampered)); got.status != 403 {
+				t.Fatalf("officially signed webhook with a changed body: %d %s, want 403", got.status, got.body)
+			}
+		})
+	}
+}
+
+// A request signed by SetHeaders crosses a real HTTP connection, with
+// whatever that does to header names, and the official library accepts it.
+func TestInteropOfficialVerifiesOurRequest(t *testing.T) {
+	official, err := standardwebhooks.NewWebhook(secretA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verdict := make(chan error, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err == nil {
+			err = official.Verify(body, r.Header)
+		}
+		verdict <- err
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	body := []byte(`{"type":"order.paid","data":{"order_id":"42"}}`)
+	req, err := http.NewRequest(http.MethodPost, srv.URL, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	// A rotation's second signature must not disturb the official verifier.
+	webhook.SetHeaders(req.Header, []webhook.Secret{mustSecret(t, secretB), mustSecret(t, secretA)}, "msg_interop", time.Now(), body)
+	if got := post(t, req); got.status != http.StatusNoContent {
+		t.Fatalf("status %d", got.status)
+	}
+	if err := <-verdict; err != nil {
+		t.Fatalf("official Verify rejected our request: %v", err)
 	}
 }
 

@@ -1,11 +1,9 @@
 package receive
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
-	"mime"
 	"net/http"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/jethook/jethook/shared/problem"
 	"github.com/jethook/jethook/shared/service"
 	"github.com/jethook/jethook/shared/webhook"
+	"github.com/jethook/jethook/shared/webhook/fiberwebhook"
 )
 
 // Path is where order.paid webhooks are posted.
@@ -28,7 +27,10 @@ const Path = "/webhook/order-paid"
 const Subject = "notifications.order-paid"
 
 // MaxBodyBytes is the largest webhook body accepted; larger ones get 413.
-const MaxBodyBytes = 1 << 20
+// It is the server's BodyLimit, so that Fiber refuses a larger body by its
+// Content-Length before reading it, and the limit that a Verifier applies
+// when its MaxBodyBytes is left at zero.
+const MaxBodyBytes = webhook.DefaultMaxBodyBytes
 
 // DefaultTimeout bounds the NATS work of one request, so that the sender
 // gets a fast 503 and retries rather than hang.
@@ -41,6 +43,9 @@ type Conn interface {
 
 // Handler receives order.paid webhooks.
 type Handler struct {
+	// Verifier checks each request before the handler parses it (see
+	// webhook.Verifier.Receive); a MaxBodyBytes above MaxBodyBytes has no
+	// effect, because the server refuses such bodies first.
 	Verifier webhook.Verifier
 	Conn     Conn
 	JS       jetstream.JetStream
@@ -117,27 +122,16 @@ func (h *Handler) Serve(c *fiber.Ctx) error {
 
 func (h *Handler) serve(c *fiber.Ctx) (result, error) {
 	res := result{eventID: c.Get(webhook.HeaderID)}
-	// A webhook header sent twice is refused: which copy counts would
-	// depend on the parser, and a proxy might read the other one.
-	for _, name := range []string{webhook.HeaderID, webhook.HeaderTimestamp, webhook.HeaderSignature} {
-		if len(c.Request().Header.PeekAll(name)) > 1 {
-			res.outcome = outcomeForged
-			return res, problem.New(http.StatusForbidden, "signature verification failed: "+name+" header sent more than once")
-		}
+	// The library makes every check a receiver of Standard Webhooks
+	// needs, in the order and with the refusals that it documents; what
+	// follows is the notifier's own business.
+	msg, err := fiberwebhook.Receive(c, h.Verifier)
+	var refusal *webhook.Refusal
+	if errors.As(err, &refusal) {
+		res.outcome = refusalOutcome(refusal.Status)
+		return res, problem.New(refusal.Status, refusal.Detail)
 	}
-	// The raw bytes, not c.Body(): that one would inflate a compressed body,
-	// past the size limit and past what was signed.
-	body := c.Request().Body()
-	err := h.Verifier.Verify(c.Get(webhook.HeaderID), c.Get(webhook.HeaderTimestamp), c.Get(webhook.HeaderSignature), body)
-	if err != nil {
-		res.outcome = outcomeForged
-		return res, problem.New(http.StatusForbidden, "signature verification failed: "+err.Error())
-	}
-	if detail := checkContentType(c); detail != "" {
-		res.outcome = outcomeUnsupportedMediaType
-		return res, problem.New(http.StatusUnsupportedMediaType, detail)
-	}
-	ev, err := event.Decode(body)
+	ev, err := event.Decode(msg.Body)
 	var syntaxErr *event.SyntaxError
 	var validationErr *event.ValidationError
 	switch {
@@ -152,7 +146,7 @@ func (h *Handler) serve(c *fiber.Ctx) (result, error) {
 		return res, problem.New(http.StatusBadRequest, err.Error())
 	}
 	res.orderID = ev.Data.OrderID
-	if ev.ID != res.eventID {
+	if ev.ID != msg.ID {
 		res.outcome = outcomeInvalid
 		return res, problem.Invalid(map[string]string{"id": "must equal the " + webhook.HeaderID + " header"})
 	}
@@ -181,11 +175,12 @@ func (h *Handler) serve(c *fiber.Ctx) (result, error) {
 		res.outcome = outcomeDuplicate
 		return res, nil
 	}
-	// Fiber reuses the request's memory once the handler returns; the
-	// NATS client may still hold the message after a timeout.
-	msg := &nats.Msg{Subject: Subject, Data: bytes.Clone(body), Header: nats.Header{}}
-	msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
-	ack, err := h.JS.PublishMsg(ctx, msg)
+	// msg.Body is the library's copy, not Fiber's request memory, which is
+	// reused once the handler returns: the NATS client may still hold the
+	// message after a timeout.
+	out := &nats.Msg{Subject: Subject, Data: msg.Body, Header: nats.Header{}}
+	out.Header.Set(jetstream.MsgIDHeader, ev.ID)
+	ack, err := h.JS.PublishMsg(ctx, out)
 	if err != nil {
 		res.outcome, res.cause = outcomeUnavailable, err
 		return res, unavailable(c, "could not queue the notification")
@@ -205,17 +200,21 @@ func (h *Handler) timeout() time.Duration {
 	return DefaultTimeout
 }
 
-// checkContentType returns why the request's body type is not accepted,
-// or "" when it is JSON sent as is.
-func checkContentType(c *fiber.Ctx) string {
-	mediaType, _, err := mime.ParseMediaType(c.Get(fiber.HeaderContentType))
-	if err != nil || mediaType != fiber.MIMEApplicationJSON {
-		return "Content-Type must be application/json"
+// refusalOutcome is the outcome of a webhook that the library refused,
+// by the status it chose.
+func refusalOutcome(status int) string {
+	switch status {
+	case http.StatusRequestEntityTooLarge:
+		return outcomeTooLarge
+	case http.StatusUnsupportedMediaType:
+		return outcomeUnsupportedMediaType
+	case http.StatusBadRequest:
+		return outcomeMalformed
+	case http.StatusInternalServerError:
+		// A verifier without secrets; config.Load does not let one start.
+		return outcomeUnavailable
 	}
-	if enc := c.Get(fiber.HeaderContentEncoding); enc != "" && enc != "identity" {
-		return "Content-Encoding " + enc + " is not supported"
-	}
-	return ""
+	return outcomeForged
 }
 
 // unavailable is a 503 that tells the sender when to retry.

@@ -188,6 +188,7 @@ func TestHandler(t *testing.T) {
 		request    func(t *testing.T, id string, body []byte) *http.Request
 		wantStatus int
 		wantBody   string   // for 200: the status field
+		wantDetail string   // for a refusal, when set: the problem's detail
 		wantFields []string // for 422: the field names in errors
 		published  bool
 	}{
@@ -214,14 +215,14 @@ func TestHandler(t *testing.T) {
 				req.Header.Del(webhook.HeaderSignature)
 				return req
 			},
-			wantStatus: 403,
+			wantStatus: 403, wantDetail: "signature verification failed: webhook: missing header: webhook-signature",
 		},
 		{
 			name: "wrong secret",
 			request: func(t *testing.T, id string, body []byte) *http.Request {
 				return signed(t, otherSecret, id, time.Now(), body)
 			},
-			wantStatus: 403,
+			wantStatus: 403, wantDetail: "signature verification failed: webhook: no matching signature",
 		},
 		{
 			name: "tampered body",
@@ -304,7 +305,7 @@ func TestHandler(t *testing.T) {
 				req.Header.Set("Content-Type", "text/plain")
 				return req
 			},
-			wantStatus: 415,
+			wantStatus: 415, wantDetail: "Content-Type must be application/json",
 		},
 		{
 			name: "compressed body",
@@ -313,7 +314,7 @@ func TestHandler(t *testing.T) {
 				req.Header.Set("Content-Encoding", "gzip")
 				return req
 			},
-			wantStatus: 415,
+			wantStatus: 415, wantDetail: "Content-Encoding gzip is not supported",
 		},
 		{
 			name: "GET",
@@ -368,7 +369,7 @@ func TestHandler(t *testing.T) {
 				req.Header.Add(webhook.HeaderID, "evt_0193a5b2-7c1e-7d3a-9f00-1b2c3d4e5f60")
 				return req
 			},
-			wantStatus: 403,
+			wantStatus: 403, wantDetail: "signature verification failed: webhook-id header sent more than once",
 		},
 		{
 			name: "webhook-signature header twice",
@@ -384,7 +385,7 @@ func TestHandler(t *testing.T) {
 			request: func(t *testing.T, _ string, body []byte) *http.Request {
 				return signed(t, testSecret, "evt_"+strings.Repeat("a", 300), time.Now(), body)
 			},
-			wantStatus: 403,
+			wantStatus: 403, wantDetail: "signature verification failed: webhook: invalid header: webhook-id is 304 bytes, limit is 256",
 		},
 		{
 			name: "oversized signature header of junk",
@@ -409,7 +410,7 @@ func TestHandler(t *testing.T) {
 				req.Header.Set(webhook.HeaderTimestamp, "yesterday")
 				return req
 			},
-			wantStatus: 403,
+			wantStatus: 403, wantDetail: "signature verification failed: webhook: invalid header: webhook-timestamp is not an integer",
 		},
 		{
 			name: "timestamp overflows int64",
@@ -577,6 +578,9 @@ func TestHandler(t *testing.T) {
 			var p problem.Problem
 			if err := json.Unmarshal(resp.body, &p); err != nil || p.Status != tt.wantStatus {
 				t.Fatalf("problem body %s (%v)", resp.body, err)
+			}
+			if tt.wantDetail != "" && p.Detail != tt.wantDetail {
+				t.Errorf("detail = %q, want %q", p.Detail, tt.wantDetail)
 			}
 			for _, field := range tt.wantFields {
 				if _, ok := p.Errors[field]; !ok {
