@@ -128,17 +128,20 @@ func (e *Env) OneOf(name, def string, allowed ...string) string {
 	return def
 }
 
-// Common holds the settings every service reads.
+// Common holds the settings every service reads. The NATS connection
+// settings are embedded, so cfg.NATSURL reads as before and cfg.NATS is
+// what the connect function takes.
 type Common struct {
-	NATSURL        string
+	NATS
 	StreamReplicas int
 	LogFormat      string
 }
 
-// LoadCommon reads NATS_URL, STREAM_REPLICAS and LOG_FORMAT.
+// LoadCommon reads the NATS connection settings (see LoadNATS),
+// STREAM_REPLICAS and LOG_FORMAT.
 func (e *Env) LoadCommon() Common {
 	return Common{
-		NATSURL:        e.URLList("NATS_URL", "nats://127.0.0.1:4222", "nats", "tls", "ws", "wss"),
+		NATS:           e.LoadNATS(),
 		StreamReplicas: e.Int("STREAM_REPLICAS", 1, 1, 5),
 		LogFormat:      e.OneOf("LOG_FORMAT", "json", "json", "text"),
 	}

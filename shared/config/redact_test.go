@@ -79,9 +79,8 @@ func TestURLErrorsHideThePassword(t *testing.T) {
 func TestSecretDoesNotPrint(t *testing.T) {
 	s := Secret("s3cret")
 	var logs strings.Builder
-	type config struct{ Password Secret }
-	slog.New(slog.NewTextHandler(&logs, nil)).Info("config", "password", s, "config", config{s})
-	for _, out := range []string{fmt.Sprint(s), fmt.Sprintf("%v %+v %#v %s", s, config{s}, config{s}, s), logs.String()} {
+	slog.New(slog.NewTextHandler(&logs, nil)).Info("config", "password", s, "nats", NATS{NATSPassword: s})
+	for _, out := range []string{fmt.Sprint(s), fmt.Sprintf("%v %+v %#v %s", s, NATS{NATSPassword: s}, NATS{NATSPassword: s}, s), logs.String()} {
 		if strings.Contains(out, "s3cret") || !strings.Contains(out, Mask) {
 			t.Fatalf("a Secret printed as %q", out)
 		}
