@@ -38,7 +38,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	logger := logs.New(cfg.LogFormat, stdout, name)
-	conn, err := service.Open(name, "DISPATCHER_ADDR", cfg.Addr, cfg.NATSURL, logger)
+	conn, err := service.Open(name, "DISPATCHER_ADDR", cfg.Addr, cfg.NATS, logger)
 	if err != nil {
 		return err
 	}
