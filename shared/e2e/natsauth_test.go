@@ -1,17 +1,26 @@
 package e2e
 
 import (
+	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
+	"log/slog"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jethook/jethook/shared/config"
 	"github.com/jethook/jethook/shared/natstest"
+	"github.com/jethook/jethook/shared/natsx"
 )
 
 // secureNATS is NATS as production runs it: TLS only, from a CA made for
@@ -166,5 +175,140 @@ func TestBadNATSURLHidesThePassword(t *testing.T) {
 				t.Fatalf("the password is in the output:\n%s", out)
 			}
 		})
+	}
+}
+
+// TestDeployProductionExamples: the commented production examples of
+// deploy/nats, uncommented and pointed at certificates made for the test,
+// are valid nats-server configurations; and the single node's admits a
+// service set up as the README says, over which JetStream works.
+func TestDeployProductionExamples(t *testing.T) {
+	ca := natstest.NewCA(t)
+	tlsDir := t.TempDir()
+	copyFile(t, ca.CertFile, filepath.Join(tlsDir, "ca.pem"))
+	for _, name := range []string{"server", "route"} {
+		cert, key := ca.Issue(t, name)
+		copyFile(t, cert, filepath.Join(tlsDir, name+".pem"))
+		copyFile(t, key, filepath.Join(tlsDir, name+"-key.pem"))
+	}
+	for _, user := range []string{"ORDERS", "DISPATCHER", "NOTIFIER"} {
+		t.Setenv("NATS_"+user+"_PASSWORD", "pw-"+strings.ToLower(user))
+	}
+	confDir := t.TempDir()
+	uncomment := func(name string, wantBlocks int) string {
+		t.Helper()
+		b, err := os.ReadFile(filepath.Join(rootDir, "deploy", "nats", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conf, blocks := uncommentExamples(string(b))
+		if blocks != wantBlocks {
+			t.Fatalf("%s has %d production example blocks, want %d", name, blocks, wantBlocks)
+		}
+		path := filepath.Join(confDir, filepath.Base(name))
+		if err := os.WriteFile(path, []byte(strings.ReplaceAll(conf, "/etc/nats/tls/", tlsDir+"/")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+
+	t.Run("cluster", func(t *testing.T) {
+		uncomment("cluster/jetstream.conf", 2)
+		opts, err := server.ProcessConfigFile(uncomment("cluster/nats-1.conf", 0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !mutualTLS(opts.TLSConfig) || len(opts.Users) != 3 || !mutualTLS(opts.Cluster.TLSConfig) {
+			t.Fatalf("cluster example: client mTLS %v, %d users, route mTLS %v", mutualTLS(opts.TLSConfig), len(opts.Users), mutualTLS(opts.Cluster.TLSConfig))
+		}
+	})
+
+	t.Run("single node", func(t *testing.T) {
+		opts, err := server.ProcessConfigFile(uncomment("single.conf", 1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !mutualTLS(opts.TLSConfig) || len(opts.Users) != 3 {
+			t.Fatalf("single example: client mTLS %v, %d users", mutualTLS(opts.TLSConfig), len(opts.Users))
+		}
+		// The example as it is, on a free port of 127.0.0.1, without
+		// monitoring, storing in the test's directory.
+		opts.Host, opts.Port, opts.HTTPHost, opts.HTTPPort = "127.0.0.1", -1, "", 0
+		opts.StoreDir, opts.NoLog, opts.NoSigs = t.TempDir(), true, true
+		ns, err := natstest.Start(*opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(ns.Shutdown)
+
+		cert, key := ca.Issue(t, "orders")
+		env := map[string]string{
+			"NATS_URL": ns.URL(), "NATS_TLS_CA": filepath.Join(tlsDir, "ca.pem"), "NATS_TLS_CERT": cert, "NATS_TLS_KEY": key,
+			"NATS_USER": "orders", "NATS_PASSWORD": "pw-orders",
+		}
+		e := config.New(func(k string) string { return env[k] })
+		cfg := e.LoadNATS()
+		if err := e.Err(); err != nil {
+			t.Fatal(err)
+		}
+		nc, lost, err := natsx.Connect(cfg, "orders", slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		eventually(t, 20*time.Second, "a connection to the example server", nc.IsConnected)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if _, err := js.CreateOrUpdateStream(ctx, natsx.OrdersStream(1)); err != nil {
+			t.Fatalf("JetStream on the example server: %v", err)
+		}
+		select {
+		case err := <-lost:
+			t.Fatal(err)
+		default:
+		}
+	})
+}
+
+// mutualTLS says whether cfg makes the server verify client certificates.
+func mutualTLS(cfg *tls.Config) bool {
+	return cfg != nil && cfg.ClientAuth == tls.RequireAndVerifyClientCert
+}
+
+// uncommentExamples removes the first "# " of every line between the
+// production example markers, and the markers, and counts the blocks.
+func uncommentExamples(conf string) (string, int) {
+	var out []string
+	blocks, in := 0, false
+	for _, line := range strings.Split(conf, "\n") {
+		body := strings.TrimLeft(line, " ")
+		indent := line[:len(line)-len(body)]
+		switch {
+		case body == "# >>> production example":
+			blocks, in = blocks+1, true
+			continue
+		case body == "# <<< production example":
+			in = false
+			continue
+		case in:
+			line = indent + strings.TrimPrefix(strings.TrimPrefix(body, "#"), " ")
+		}
+		out = append(out, line)
+	}
+	return strings.Join(out, "\n"), blocks
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -70,7 +70,7 @@ func RunServer(tb testing.TB, options ...Option) *Server {
 // URL is the client URL of the server: tls:// when it speaks only TLS.
 func (s *Server) URL() string {
 	scheme := "nats"
-	if s.opts.TLS {
+	if s.opts.TLSConfig != nil {
 		scheme = "tls"
 	}
 	return fmt.Sprintf("%s://127.0.0.1:%d", scheme, s.opts.Port)
