@@ -112,24 +112,14 @@ func (e *Env) LoadNATS() NATS {
 	if n.NATSNKey != "" {
 		e.check("NATS_NKEY", n.NATSNKey, checkSeed)
 	}
-	switch {
-	case n.NATSUser != "" && n.NATSPassword == "":
-		e.errs = append(e.errs, errors.New("missing NATS_PASSWORD: NATS_USER is set; set both or neither"))
-	case n.NATSUser == "" && n.NATSPassword != "":
-		e.errs = append(e.errs, errors.New("missing NATS_USER: NATS_PASSWORD is set; set both or neither"))
-	}
+	e.pair("NATS_USER", n.NATSUser != "", "NATS_PASSWORD", n.NATSPassword != "")
 	if methods := n.authMethods(); len(methods) > 1 {
 		e.errs = append(e.errs, fmt.Errorf("conflicting NATS credentials (%s): set only one way to authenticate", strings.Join(methods, ", ")))
 	}
 	if n.NATSTLSCA != "" {
 		e.check("NATS_TLS_CA", n.NATSTLSCA, checkCA)
 	}
-	switch {
-	case n.NATSTLSCert != "" && n.NATSTLSKey == "":
-		e.errs = append(e.errs, errors.New("missing NATS_TLS_KEY: NATS_TLS_CERT is set; a client certificate needs its key"))
-	case n.NATSTLSCert == "" && n.NATSTLSKey != "":
-		e.errs = append(e.errs, errors.New("missing NATS_TLS_CERT: NATS_TLS_KEY is set; a client key needs its certificate"))
-	case n.NATSTLSCert != "":
+	if e.pair("NATS_TLS_CERT", n.NATSTLSCert != "", "NATS_TLS_KEY", n.NATSTLSKey != "") && n.NATSTLSCert != "" {
 		certOK := e.check("NATS_TLS_CERT", n.NATSTLSCert, checkCert)
 		keyOK := e.check("NATS_TLS_KEY", n.NATSTLSKey, checkKey)
 		if certOK && keyOK {
@@ -139,6 +129,20 @@ func (e *Env) LoadNATS() NATS {
 		}
 	}
 	return n
+}
+
+// pair records an error when only one of two variables that go together
+// is set, and reports whether they agree.
+func (e *Env) pair(first string, firstSet bool, second string, secondSet bool) bool {
+	switch {
+	case firstSet && !secondSet:
+		e.errs = append(e.errs, fmt.Errorf("missing %s: %s is set; set both or neither", second, first))
+	case secondSet && !firstSet:
+		e.errs = append(e.errs, fmt.Errorf("missing %s: %s is set; set both or neither", first, second))
+	default:
+		return true
+	}
+	return false
 }
 
 // check reads the file at path and validates its contents, recording one

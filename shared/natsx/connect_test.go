@@ -74,15 +74,21 @@ func TestConnectSecured(t *testing.T) {
 			nc, lost, logs := connect(t, tt.cfg(s.URL()))
 			testkit.Eventually(t, 20*time.Second, "the connection", nc.IsConnected)
 			assertJetStream(t, nc)
-			select {
-			case err := <-lost:
-				t.Fatalf("connection lost: %v", err)
-			default:
-			}
+			assertNotLost(t, lost)
 			if strings.Contains(logs.String(), password) {
 				t.Fatalf("the password is in the log:\n%s", logs)
 			}
 		})
+	}
+}
+
+// assertNotLost fails the test if the connection was given up.
+func assertNotLost(t *testing.T, lost <-chan error) {
+	t.Helper()
+	select {
+	case err := <-lost:
+		t.Fatalf("connection lost: %v", err)
+	default:
 	}
 }
 
@@ -189,11 +195,7 @@ func TestConnectWaitsForAServerNotUpYet(t *testing.T) {
 	t.Cleanup(s.Shutdown)
 	testkit.Eventually(t, 20*time.Second, "the connection", nc.IsConnected)
 	assertJetStream(t, nc)
-	select {
-	case err := <-lost:
-		t.Fatalf("connection lost: %v", err)
-	default:
-	}
+	assertNotLost(t, lost)
 }
 
 // TestConnectReportsATLSFailure: a client that does not trust the server's
@@ -212,11 +214,7 @@ func TestConnectReportsATLSFailure(t *testing.T) {
 	if nc.IsClosed() {
 		t.Fatal("a TLS failure ended the retrying")
 	}
-	select {
-	case err := <-lost:
-		t.Fatalf("connection lost: %v", err)
-	default:
-	}
+	assertNotLost(t, lost)
 }
 
 // TestConnectErrorHidesThePassword: nats.go echoes a URL it cannot parse;
