@@ -80,8 +80,9 @@ func Connect(cfg config.NATS, name string, logger *slog.Logger) (nc *nats.Conn, 
 			logger.Info("nats connected", "url", config.RedactURL(c.ConnectedUrl()))
 		}),
 		nats.ClosedHandler(func(c *nats.Conn) {
-			// Close and Drain leave no error behind; anything else that
-			// closes the connection does, and it will not come back.
+			// Drain, with which a service stops, replaces this handler,
+			// and Close normally leaves no error behind. What else closes
+			// the connection does, and the connection will not come back.
 			if err := c.LastError(); err != nil {
 				select {
 				case lostCh <- closedFor(cfg, err):

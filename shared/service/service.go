@@ -100,8 +100,8 @@ func NewApp(cfg AppConfig) *fiber.App {
 
 // Run serves app on conn's listener and runs each worker until ctx ends,
 // the server fails, the NATS connection is lost for good or a worker
-// returns an error. A worker that returns nil
-// is simply done (provisioning, for instance). Then it stops accepting
+// returns an error. A worker that returns nil is simply done
+// (provisioning, for instance). Then it stops accepting
 // HTTP, lets in-flight requests finish, cancels the workers and waits for
 // them, and drains the NATS connection, all within ShutdownTimeout. It
 // returns the failure that stopped the service, or nil.
