@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jethook/jethook/shared/config"
 	"github.com/jethook/jethook/shared/natsx"
 	"github.com/jethook/jethook/shared/smtptest"
 	"github.com/jethook/jethook/shared/webhook"
@@ -250,7 +251,7 @@ func (h *harness) setup(ctx context.Context) error {
 	}
 	// The harness's own connection reads consumer state and dead letters;
 	// it reconnects after every restart of nats-server like the services.
-	h.nc, err = natsx.Connect(natsURL, "jethook-chaos", slog.New(slog.DiscardHandler))
+	h.nc, _, err = natsx.Connect(config.NATS{NATSURL: natsURL}, "jethook-chaos", slog.New(slog.DiscardHandler))
 	if err != nil {
 		return err
 	}

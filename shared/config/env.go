@@ -83,12 +83,13 @@ func (e *Env) Addr(name, def string) string {
 	return raw
 }
 
-// URL parses an absolute URL with one of the given schemes.
+// URL parses an absolute URL with one of the given schemes. An error shows
+// the value with its password or token as Mask.
 func (e *Env) URL(name, def string, schemes ...string) string {
 	raw := e.String(name, def)
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
-		e.fail(name, raw, "want an absolute URL such as "+def)
+		e.fail(name, RedactURL(raw), "want an absolute URL such as "+def)
 		return def
 	}
 	for _, s := range schemes {
@@ -96,18 +97,19 @@ func (e *Env) URL(name, def string, schemes ...string) string {
 			return raw
 		}
 	}
-	e.fail(name, raw, "want a URL with scheme "+strings.Join(schemes, " or "))
+	e.fail(name, RedactURL(raw), "want a URL with scheme "+strings.Join(schemes, " or "))
 	return def
 }
 
 // URLList parses a comma-separated list of absolute URLs with one of the
-// given schemes, as NATS clients take the seed servers of a cluster.
+// given schemes, as NATS clients take the seed servers of a cluster. An
+// error shows the value with its passwords and tokens as Mask.
 func (e *Env) URLList(name, def string, schemes ...string) string {
 	raw := e.String(name, def)
 	for _, one := range strings.Split(raw, ",") {
 		u, err := url.Parse(strings.TrimSpace(one))
 		if err != nil || u.Host == "" || !slices.Contains(schemes, u.Scheme) {
-			e.fail(name, raw, "want one URL or a comma-separated list, each such as "+def)
+			e.fail(name, RedactURL(raw), "want one URL or a comma-separated list, each such as "+def)
 			return def
 		}
 	}
@@ -126,17 +128,20 @@ func (e *Env) OneOf(name, def string, allowed ...string) string {
 	return def
 }
 
-// Common holds the settings every service reads.
+// Common holds the settings every service reads. The NATS connection
+// settings are embedded, so cfg.NATSURL reads as before and cfg.NATS is
+// what the connect function takes.
 type Common struct {
-	NATSURL        string
+	NATS
 	StreamReplicas int
 	LogFormat      string
 }
 
-// LoadCommon reads NATS_URL, STREAM_REPLICAS and LOG_FORMAT.
+// LoadCommon reads the NATS connection settings (see LoadNATS),
+// STREAM_REPLICAS and LOG_FORMAT.
 func (e *Env) LoadCommon() Common {
 	return Common{
-		NATSURL:        e.URLList("NATS_URL", "nats://127.0.0.1:4222", "nats", "tls", "ws", "wss"),
+		NATS:           e.LoadNATS(),
 		StreamReplicas: e.Int("STREAM_REPLICAS", 1, 1, 5),
 		LogFormat:      e.OneOf("LOG_FORMAT", "json", "json", "text"),
 	}

@@ -67,18 +67,20 @@ func buildAndRun(m *testing.M) int {
 	return m.Run()
 }
 
-// proc is one service binary run as a child process.
+// proc is one service binary run as a child process. out has all its
+// output; errOut has its standard error alone.
 type proc struct {
-	t    *testing.T
-	name string
-	env  []string
-	out  *syncBuffer
-	cmd  *exec.Cmd
-	done chan error
+	t      *testing.T
+	name   string
+	env    []string
+	out    *syncBuffer
+	errOut *syncBuffer
+	cmd    *exec.Cmd
+	done   chan error
 }
 
 func newProc(t *testing.T, name string, env map[string]string) *proc {
-	p := &proc{t: t, name: name, out: &syncBuffer{}}
+	p := &proc{t: t, name: name, out: &syncBuffer{}, errOut: &syncBuffer{}}
 	for k, v := range env {
 		p.env = append(p.env, k+"="+v)
 	}
@@ -96,7 +98,7 @@ func (p *proc) start() {
 	p.t.Helper()
 	p.cmd = exec.Command(filepath.Join(binDir, p.name))
 	p.cmd.Env = p.env
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	p.cmd.Stdout, p.cmd.Stderr = p.out, io.MultiWriter(p.out, p.errOut)
 	if err := p.cmd.Start(); err != nil {
 		p.t.Fatalf("start %s: %v", p.name, err)
 	}
@@ -240,6 +242,7 @@ type options struct {
 	dispatcherEnv map[string]string
 	proxyDown     bool // the proxy does not listen at first
 	cluster       bool // three NATS nodes and STREAM_REPLICAS=3 instead of one node
+	secureNATS    bool // one node that speaks only mutual TLS and wants a user and password
 }
 
 func startSystem(t *testing.T, o options) *system {
@@ -250,14 +253,20 @@ func startSystem(t *testing.T, o options) *system {
 	}
 	s := &system{t: t, mail: smtptest.Start(t), secret: secret}
 	natsURL, replicas := "", "1"
-	if o.cluster {
+	var secure *secureNATS
+	switch {
+	case o.cluster:
 		s.cluster = natstest.RunCluster(t, 3)
 		natsURL, replicas = s.cluster.URLs(), "3"
-	} else {
+	case o.secureNATS:
+		secure = newSecureNATS(t)
+		s.nats = natstest.RunServer(t, secure.serverOptions()...)
+		natsURL = s.nats.URL()
+	default:
 		s.nats = natstest.RunServer(t)
 		natsURL = s.nats.URL()
 	}
-	_, s.js = natstest.Connect(t, natsURL)
+	_, s.js = natstest.Connect(t, natsURL, secure.clientOptions()...)
 
 	ordersAddr, notifierAddr := freeAddr(t), freeAddr(t)
 	s.dispAddr = freeAddr(t)
@@ -268,6 +277,9 @@ func startSystem(t *testing.T, o options) *system {
 	}
 	common := func(extra map[string]string) map[string]string {
 		env := map[string]string{"NATS_URL": natsURL, "STREAM_REPLICAS": replicas, "WEBHOOK_SECRET": secret, "LOG_FORMAT": "json"}
+		for k, v := range secure.env() {
+			env[k] = v
+		}
 		for k, v := range extra {
 			env[k] = v
 		}
@@ -289,15 +301,22 @@ func startSystem(t *testing.T, o options) *system {
 	for _, p := range []*proc{s.orders, s.notifier, s.dispatcher} {
 		p.start()
 	}
-	// Secrets never reach the logs: checked on every process's whole output
-	// once the test is over (cleanups run last-in, first-out, so this runs
-	// after the processes were stopped and their output is complete).
-	key := strings.TrimPrefix(secret, "whsec_")
+	// Secrets never reach the logs: the webhook secret and, with secure
+	// NATS, the NATS password are checked for on every process's whole
+	// output once the test is over (cleanups run last-in, first-out, so
+	// this runs after the processes were stopped and their output is
+	// complete).
+	secrets := map[string]string{"the webhook secret": strings.TrimPrefix(secret, "whsec_")}
+	if secure != nil {
+		secrets["the NATS password"] = secure.password
+	}
 	t.Cleanup(func() {
 		for _, p := range []*proc{s.orders, s.notifier, s.dispatcher} {
 			p.kill()
-			if strings.Contains(p.out.String(), key) {
-				t.Errorf("%s logged the webhook secret", p.name)
+			for what, value := range secrets {
+				if strings.Contains(p.out.String(), value) {
+					t.Errorf("%s logged %s", p.name, what)
+				}
 			}
 		}
 	})

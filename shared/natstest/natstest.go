@@ -52,11 +52,14 @@ func Start(opts server.Options) (*Server, error) {
 	return &Server{srv: srv, opts: opts}, nil
 }
 
-// RunServer starts a server on a random port with a fresh store directory
-// and stops it when the test ends.
-func RunServer(tb testing.TB) *Server {
+// RunServer starts a server on a random port with a fresh store directory,
+// configured further by options (TLS, users), and stops it when the test
+// ends.
+func RunServer(tb testing.TB, options ...Option) *Server {
 	tb.Helper()
-	s, err := Start(Options(tb.TempDir(), -1))
+	opts := Options(tb.TempDir(), -1)
+	Apply(tb, &opts, options...)
+	s, err := Start(opts)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -64,8 +67,14 @@ func RunServer(tb testing.TB) *Server {
 	return s
 }
 
-// URL is the client URL of the server.
-func (s *Server) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.opts.Port) }
+// URL is the client URL of the server: tls:// when it speaks only TLS.
+func (s *Server) URL() string {
+	scheme := "nats"
+	if s.opts.TLSConfig != nil {
+		scheme = "tls"
+	}
+	return fmt.Sprintf("%s://127.0.0.1:%d", scheme, s.opts.Port)
+}
 
 // StoreDir is where JetStream keeps its files.
 func (s *Server) StoreDir() string { return s.opts.StoreDir }
@@ -96,11 +105,25 @@ func (s *Server) Restart(tb testing.TB) {
 	s.srv = srv
 }
 
-// Connect opens a client connection and a JetStream context, closed when the
-// test ends.
-func Connect(tb testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
+// Reload gives a running single server new options (who may connect, for
+// instance) in place of those it started with, as an operator's config
+// reload would: clients that are no longer authorized are disconnected.
+func (s *Server) Reload(tb testing.TB, options ...Option) {
 	tb.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	opts := Options(s.opts.StoreDir, s.opts.Port)
+	opts.ServerName = s.opts.ServerName
+	Apply(tb, &opts, options...)
+	if err := s.srv.ReloadOptions(&opts); err != nil {
+		tb.Fatal(err)
+	}
+	s.opts = opts
+}
+
+// Connect opens a client connection and a JetStream context, closed when the
+// test ends; options add credentials or TLS settings.
+func Connect(tb testing.TB, url string, options ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+	tb.Helper()
+	nc, err := nats.Connect(url, append([]nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}, options...)...)
 	if err != nil {
 		tb.Fatal(err)
 	}

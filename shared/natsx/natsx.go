@@ -37,42 +37,6 @@ const DuplicateWindow = 2 * time.Minute
 // replaced within about 5 s, for one small request per 5 s per consumer.
 const PullExpiry = jetstream.PullExpiry(5 * time.Second)
 
-// Connect dials url and keeps reconnecting forever, also when the first
-// attempt fails, so a service can start before NATS and survive a NATS
-// restart without being restarted itself.
-func Connect(url, name string, logger *slog.Logger) (*nats.Conn, error) {
-	nc, err := nats.Connect(url,
-		nats.Name(name),
-		nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
-		nats.ReconnectJitter(250*time.Millisecond, time.Second),
-		nats.Timeout(2*time.Second),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				logger.Warn("nats disconnected", "error", err)
-			}
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) {
-			logger.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
-		}),
-		nats.ConnectHandler(func(c *nats.Conn) {
-			logger.Info("nats connected", "url", c.ConnectedUrlRedacted())
-		}),
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-			subject := ""
-			if sub != nil {
-				subject = sub.Subject
-			}
-			logger.Error("nats async error", "error", err, "subject", subject)
-		}),
-	)
-	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
-	}
-	return nc, nil
-}
-
 // OrdersStream is the durable event log of paid orders.
 func OrdersStream(replicas int) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
@@ -203,11 +167,22 @@ type Requirement struct {
 // ErrNotConnected means the client has no live connection to NATS.
 var ErrNotConnected = errors.New("not connected to NATS")
 
+// notConnected is ErrNotConnected with the reason of the last failed
+// attempt, such as a TLS failure, when the client knows it.
+func notConnected(nc *nats.Conn) error {
+	if nc != nil {
+		if err := nc.LastError(); err != nil {
+			return fmt.Errorf("%w: %v", ErrNotConnected, err)
+		}
+	}
+	return ErrNotConnected
+}
+
 // Check reports why the service is not ready, or nil: the connection is up
 // and every required object exists.
 func Check(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, req Requirement) error {
 	if nc == nil || !nc.IsConnected() {
-		return ErrNotConnected
+		return notConnected(nc)
 	}
 	for _, s := range req.Streams {
 		if _, err := js.Stream(ctx, s); err != nil {

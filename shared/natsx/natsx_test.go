@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jethook/jethook/shared/config"
 	"github.com/jethook/jethook/shared/natstest"
 	"github.com/jethook/jethook/shared/natsx"
 )
@@ -18,7 +19,7 @@ import (
 func TestProvisionIsIdempotent(t *testing.T) {
 	s := natstest.RunServer(t)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	nc, err := natsx.Connect(s.URL(), "test", logger)
+	nc, _, err := natsx.Connect(config.NATS{NATSURL: s.URL()}, "test", logger)
 	if err != nil {
 		t.Fatal(err)
 	}

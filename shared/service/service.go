@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/jethook/jethook/shared/config"
 	"github.com/jethook/jethook/shared/health"
 	"github.com/jethook/jethook/shared/metrics"
 	"github.com/jethook/jethook/shared/natsx"
@@ -41,17 +42,21 @@ type Conn struct {
 	Listener net.Listener
 	NC       *nats.Conn
 	JS       jetstream.JetStream
+	// lost says why the NATS connection closed for good (the server
+	// refused the credentials); Run stops the service on it.
+	lost <-chan error
 }
 
 // Open listens on addr (named by addrVar in errors) and connects to NATS as
-// "jethook-<name>". The connection retries forever, so Open succeeds while
-// NATS is still away.
-func Open(name, addrVar, addr, natsURL string, logger *slog.Logger) (*Conn, error) {
+// "jethook-<name>" with the settings of natsCfg. The connection retries
+// forever, so Open succeeds while NATS is still away; only a server that
+// refuses the credentials ends it, and then Run stops the service.
+func Open(name, addrVar, addr string, natsCfg config.NATS, logger *slog.Logger) (*Conn, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s=%s: %w", addrVar, addr, err)
 	}
-	nc, err := natsx.Connect(natsURL, "jethook-"+name, logger)
+	nc, lost, err := natsx.Connect(natsCfg, "jethook-"+name, logger)
 	if err != nil {
 		ln.Close()
 		return nil, err
@@ -62,7 +67,7 @@ func Open(name, addrVar, addr, natsURL string, logger *slog.Logger) (*Conn, erro
 		nc.Close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	return &Conn{Listener: ln, NC: nc, JS: js}, nil
+	return &Conn{Listener: ln, NC: nc, JS: js, lost: lost}, nil
 }
 
 // AppConfig describes a service's HTTP app.
@@ -100,8 +105,9 @@ func NewApp(cfg AppConfig) *fiber.App {
 }
 
 // Run serves app on conn's listener and runs each worker until ctx ends,
-// the server fails or a worker returns an error. A worker that returns nil
-// is simply done (provisioning, for instance). Then it stops accepting
+// the server fails, the NATS connection is lost for good or a worker
+// returns an error. A worker that returns nil is simply done
+// (provisioning, for instance). Then it stops accepting
 // HTTP, lets in-flight requests finish, cancels the workers and waits for
 // them, and drains the NATS connection, all within ShutdownTimeout. It
 // returns the failure that stopped the service, or nil.
@@ -126,6 +132,9 @@ wait:
 			break wait
 		case err := <-serveErr:
 			failure = fmt.Errorf("http server: %w", err)
+			break wait
+		case err := <-conn.lost:
+			failure = err
 			break wait
 		case err := <-workErr:
 			pending--

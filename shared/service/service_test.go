@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jethook/jethook/shared/config"
 	"github.com/jethook/jethook/shared/metrics"
 	"github.com/jethook/jethook/shared/natstest"
 )
@@ -32,7 +33,7 @@ func TestRun(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ns := natstest.RunServer(t)
 			logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-			conn, err := Open("test", "TEST_ADDR", "127.0.0.1:0", ns.URL(), logger)
+			conn, err := Open("test", "TEST_ADDR", "127.0.0.1:0", config.NATS{NATSURL: ns.URL()}, logger)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -80,14 +81,39 @@ func TestRun(t *testing.T) {
 
 func TestOpenNamesTheVariable(t *testing.T) {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ln, err := Open("test", "TEST_ADDR", "127.0.0.1:0", "nats://127.0.0.1:1", logger)
+	ln, err := Open("test", "TEST_ADDR", "127.0.0.1:0", config.NATS{NATSURL: "nats://127.0.0.1:1"}, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Listener.Close()
 	defer ln.NC.Close()
-	_, err = Open("test", "TEST_ADDR", ln.Listener.Addr().String(), "nats://127.0.0.1:1", logger)
+	_, err = Open("test", "TEST_ADDR", ln.Listener.Addr().String(), config.NATS{NATSURL: "nats://127.0.0.1:1"}, logger)
 	if err == nil || !strings.Contains(err.Error(), "TEST_ADDR="+ln.Listener.Addr().String()) {
 		t.Fatalf("Open on a taken port = %v, want an error naming TEST_ADDR", err)
+	}
+}
+
+// TestRunStopsWhenNATSRefusesTheCredentials: a service whose credentials
+// the server refuses stops with the reason, instead of waiting forever
+// for a connection that cannot come.
+func TestRunStopsWhenNATSRefusesTheCredentials(t *testing.T) {
+	ns := natstest.RunServer(t, natstest.WithUser("orders", "s3cret"))
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	conn, err := Open("test", "TEST_ADDR", "127.0.0.1:0", config.NATS{NATSURL: ns.URL(), NATSUser: "orders", NATSPassword: "wrong"}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := NewApp(AppConfig{Name: "test", Logger: logger, Registry: metrics.NewRegistry(), Ready: func(context.Context) error { return nil }})
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(context.Background(), logger, conn, app, func(ctx context.Context) error { <-ctx.Done(); return nil })
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "check NATS_USER/NATS_PASSWORD") || strings.Contains(err.Error(), "wrong") {
+			t.Fatalf("Run = %v, want the refusal naming the variables, without the password", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run kept going with refused credentials")
 	}
 }

@@ -4,13 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/jethook/jethook/dispatcher/internal/config"
 	"github.com/jethook/jethook/dispatcher/internal/deliver"
+	sharedconfig "github.com/jethook/jethook/shared/config"
 	"github.com/jethook/jethook/shared/logs"
 	"github.com/jethook/jethook/shared/metrics"
 	"github.com/jethook/jethook/shared/service"
@@ -38,7 +38,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	logger := logs.New(cfg.LogFormat, stdout, name)
-	conn, err := service.Open(name, "DISPATCHER_ADDR", cfg.Addr, cfg.NATSURL, logger)
+	conn, err := service.Open(name, "DISPATCHER_ADDR", cfg.Addr, cfg.NATS, logger)
 	if err != nil {
 		return err
 	}
@@ -56,15 +56,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Timings:     cfg.Timings(),
 	}, logger, deliver.NewHTTPClient(cfg.HTTPTimeout, cfg.Concurrency), deliver.NewMetrics(reg))
 	app := service.NewApp(service.AppConfig{Name: name, Logger: logger, Registry: reg, Ready: d.Ready})
-	logger.Info("dispatching to", "webhook_url", redact(cfg.WebhookURL), "version", deliver.Version)
+	logger.Info("dispatching to", "webhook_url", sharedconfig.RedactURL(cfg.WebhookURL), "version", deliver.Version)
 	return service.Run(ctx, logger, conn, app, d.Run)
-}
-
-// redact hides a password in the receiver URL before it is logged.
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return ""
-	}
-	return u.Redacted()
 }

@@ -39,7 +39,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		return err
 	}
 	logger := logs.New(cfg.LogFormat, stdout, "orders")
-	conn, err := service.Open("orders", "ORDERS_ADDR", cfg.Addr, cfg.NATSURL, logger)
+	conn, err := service.Open("orders", "ORDERS_ADDR", cfg.Addr, cfg.NATS, logger)
 	if err != nil {
 		return err
 	}
