@@ -86,6 +86,7 @@ func (r *Registry) Ensure(ctx context.Context, f Fixed) (Entry, EnsureOutcome, e
 			return true, r.addSecrets(rec, f.Secrets, now)
 		})
 		if errors.Is(err, ErrStale) {
+			casPause(ctx)
 			continue
 		}
 		return ne, EnsureUpdated, err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"sort"
 	"sync/atomic"
@@ -49,8 +50,19 @@ const (
 )
 
 // casAttempts bounds the read-modify-write retries of a change without an
-// expected revision, when other writers keep winning the race.
-const casAttempts = 10
+// expected revision, when other writers keep winning the race; between
+// attempts, casPause spreads the contenders out.
+const casAttempts = 20
+
+// casPause waits a random 1 to 20 ms, or until ctx ends.
+func casPause(ctx context.Context) {
+	t := time.NewTimer(time.Millisecond + rand.N(19*time.Millisecond))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
 
 // Secret is one signing secret of a subscription with its end, if it has
 // one. It prints redacted; Text is the whole secret.
@@ -352,6 +364,7 @@ func (r *Registry) change(ctx context.Context, id string, ifRevision uint64, fn 
 			if ifRevision != 0 {
 				return Entry{}, false, ErrStale
 			}
+			casPause(ctx)
 			continue
 		}
 		if err != nil {
@@ -411,6 +424,7 @@ func (r *Registry) Delete(ctx context.Context, id string, ifRevision uint64) err
 			if ifRevision != 0 {
 				return ErrStale
 			}
+			casPause(ctx)
 			continue
 		}
 		if err != nil {
