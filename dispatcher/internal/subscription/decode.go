@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -124,6 +125,25 @@ func DecodeObject(body []byte) (map[string]json.RawMessage, error) {
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(whole, &raw); err != nil {
 		return nil, &event.SyntaxError{Reason: err.Error()}
+	}
+	return raw, nil
+}
+
+// DecodeObjectWith is DecodeObject for a body that may hold only the
+// members known; any other is an *event.ValidationError naming it.
+func DecodeObjectWith(body []byte, known ...string) (map[string]json.RawMessage, error) {
+	raw, err := DecodeObject(body)
+	if err != nil {
+		return nil, err
+	}
+	errs := map[string]string{}
+	for k := range raw {
+		if !slices.Contains(known, k) {
+			errs[fieldName(k)] = "is not a known field"
+		}
+	}
+	if len(errs) > 0 {
+		return nil, &event.ValidationError{Fields: errs}
 	}
 	return raw, nil
 }
