@@ -86,17 +86,26 @@ func (h *handler) list(c *fiber.Ctx) error {
 }
 
 func (h *handler) get(c *fiber.Ctx) error {
-	id, err := subscriptionID(c)
+	e, err := h.lookup(c)
 	if err != nil {
 		return err
+	}
+	return h.answer(c, e)
+}
+
+// lookup reads the subscription the path names.
+func (h *handler) lookup(c *fiber.Ctx) (registry.Entry, error) {
+	id, err := subscriptionID(c)
+	if err != nil {
+		return registry.Entry{}, err
 	}
 	ctx, cancel := h.ctx(c)
 	defer cancel()
 	e, err := h.Registry.Get(ctx, id)
 	if err != nil {
-		return registryProblem(c, err)
+		return registry.Entry{}, registryProblem(c, err)
 	}
-	return h.answer(c, e)
+	return e, nil
 }
 
 // answer sends a subscription with its ETag.
@@ -181,15 +190,9 @@ func (h *handler) setStatus(c *fiber.Ctx, status subscription.Status, reason sub
 }
 
 func (h *handler) secret(c *fiber.Ctx) error {
-	id, err := subscriptionID(c)
+	e, err := h.lookup(c)
 	if err != nil {
 		return err
-	}
-	ctx, cancel := h.ctx(c)
-	defer cancel()
-	e, err := h.Registry.Get(ctx, id)
-	if err != nil {
-		return registryProblem(c, err)
 	}
 	noStore(c)
 	return c.JSON(secrets{Secrets: e.Secrets(h.Now())})
