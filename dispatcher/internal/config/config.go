@@ -96,10 +96,13 @@ type Config struct {
 func Load(getenv func(string) string) (Config, error) {
 	e := sharedconfig.New(getenv)
 	cfg := Config{
-		Common:     e.LoadCommon(),
-		Addr:       e.Addr("DISPATCHER_ADDR", DefaultAddr),
-		WebhookURL: e.URL("NOTIFICATION_WEBHOOK_URL", DefaultWebhookURL, "http", "https"),
+		Common: e.LoadCommon(),
+		Addr:   e.Addr("DISPATCHER_ADDR", DefaultAddr),
 	}
+	// The URL gets an Env of its own: the SSRF check below runs only on a
+	// URL that parsed, whatever else is wrong.
+	hook := sharedconfig.New(getenv)
+	cfg.WebhookURL = hook.URL("NOTIFICATION_WEBHOOK_URL", DefaultWebhookURL, "http", "https")
 
 	var secretErr error
 	if raw := e.Required("WEBHOOK_SECRET", "set one or more whsec_ secrets, comma-separated"); raw != "" {
@@ -143,11 +146,11 @@ func Load(getenv func(string) string) (Config, error) {
 	nets, netsErr := allowedNetworks(getenv)
 	cfg.AllowedNetworks = nets
 	var urlErr error
-	if netsErr == nil && e.Err() == nil {
+	if netsErr == nil && hook.Err() == nil {
 		urlErr = checkWebhookURL(cfg.WebhookURL, nets)
 	}
 
-	if err := errors.Join(e.Err(), secretErr, retry.Err(), orderErr, rest.Err(), errors.Join(adminErrs...), keyErr, netsErr, urlErr); err != nil {
+	if err := errors.Join(e.Err(), hook.Err(), secretErr, retry.Err(), orderErr, rest.Err(), errors.Join(adminErrs...), keyErr, netsErr, urlErr); err != nil {
 		return Config{}, err
 	}
 	return cfg, nil

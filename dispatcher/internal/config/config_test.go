@@ -180,7 +180,7 @@ func TestLoadInvalid(t *testing.T) {
 
 func TestLoadReportsEveryBadVariable(t *testing.T) {
 	_, err := config.Load(env(map[string]string{
-		"WEBHOOK_SECRET": "", "ADMIN_TOKEN": "", "SECRETS_KEY": "",
+		"WEBHOOK_SECRET": "", "ADMIN_TOKEN": "", "SECRETS_KEY": "", "ALLOWED_NETWORKS": "",
 		"RETRY_BASE":   "banana",
 		"MAX_DELIVER":  "0",
 		"HTTP_TIMEOUT": "1h",
@@ -188,7 +188,7 @@ func TestLoadReportsEveryBadVariable(t *testing.T) {
 	if err == nil {
 		t.Fatal("Load succeeded")
 	}
-	for _, name := range []string{"WEBHOOK_SECRET", "RETRY_BASE", "MAX_DELIVER", "HTTP_TIMEOUT", "ADMIN_TOKEN", "SECRETS_KEY"} {
+	for _, name := range []string{"WEBHOOK_SECRET", "RETRY_BASE", "MAX_DELIVER", "HTTP_TIMEOUT", "ADMIN_TOKEN", "SECRETS_KEY", "NOTIFICATION_WEBHOOK_URL"} {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error %q does not name %s", err, name)
 		}
