@@ -38,6 +38,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzMiddleware -fuzztime=$(FUZZTIME) ./shared/webhook/
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./shared/event/
 	$(GO) test -run='^$$' -fuzz=FuzzParseRequest -fuzztime=$(FUZZTIME) ./orders/internal/order/
+	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./dispatcher/internal/subscription/
 
 ## chaos: the chaos harness (CHAOS_SEED, CHAOS_DURATION=2m, CHAOS_RATE=5); see docs/RELIABILITY.md
 chaos:

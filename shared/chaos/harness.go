@@ -233,6 +233,8 @@ func (h *harness) setup(ctx context.Context) error {
 	}
 	if h.dispatcher, err = newP("dispatcher", env(dispatcherSettings, map[string]string{
 		"DISPATCHER_ADDR": dispAddr, "NOTIFICATION_WEBHOOK_URL": proxyURL,
+		"ADMIN_TOKEN": "chaos-admin-token-0123456789abcdef012", "SECRETS_KEY": "Y2hhb3Mgc2VjcmV0cyBrZXkgZm9yIHRlc3RzIG9ubHk=",
+		"ALLOWED_NETWORKS": "127.0.0.0/8",
 	})); err != nil {
 		return err
 	}

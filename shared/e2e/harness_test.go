@@ -238,6 +238,13 @@ type system struct {
 	js         jetstream.JetStream
 }
 
+// adminEnv holds the dispatcher's settings for its admin API and SSRF
+// guard, which have no default; every receiver here is on loopback.
+var adminEnv = map[string]string{
+	"ADMIN_TOKEN": "e2e-admin-token-0123456789abcdef0123", "SECRETS_KEY": "ZTJlIHNlY3JldHMga2V5IGZvciB0ZXN0cyBvbmx5ISE=",
+	"ALLOWED_NETWORKS": "127.0.0.0/8",
+}
+
 type options struct {
 	dispatcherEnv map[string]string
 	proxyDown     bool // the proxy does not listen at first
@@ -293,6 +300,9 @@ func startSystem(t *testing.T, o options) *system {
 	denv := map[string]string{
 		"DISPATCHER_ADDR": s.dispAddr, "NOTIFICATION_WEBHOOK_URL": s.proxy.url(),
 		"RETRY_BASE": "100ms", "RETRY_MAX": "500ms", "HTTP_TIMEOUT": "1s",
+	}
+	for k, v := range adminEnv {
+		denv[k] = v
 	}
 	for k, v := range o.dispatcherEnv {
 		denv[k] = v

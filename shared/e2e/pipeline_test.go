@@ -330,6 +330,9 @@ func TestInvalidSettings(t *testing.T) {
 		{"dispatcher", "RETRY_BASE", "banana"},
 		{"dispatcher", "MAX_DELIVER", "-1"},
 		{"dispatcher", "WEBHOOK_SECRET", "plaintext"},
+		{"dispatcher", "ADMIN_TOKEN", "too-short-to-be-a-token"},
+		{"dispatcher", "SECRETS_KEY", "c2l4dGVlbiBieXRlcyBsb25n"},
+		{"dispatcher", "ALLOWED_NETWORKS", "localhost"},
 		{"notifier", "NOTIFIER_ADDR", "banana"},
 		{"notifier", "WEBHOOK_SECRET", ""},
 	}
@@ -337,6 +340,9 @@ func TestInvalidSettings(t *testing.T) {
 		t.Run(tt.bin+" "+tt.name, func(t *testing.T) {
 			env := map[string]string{"WEBHOOK_SECRET": secret, "NATS_URL": "nats://127.0.0.1:1",
 				"ORDERS_ADDR": "127.0.0.1:0", "NOTIFIER_ADDR": "127.0.0.1:0", "DISPATCHER_ADDR": "127.0.0.1:0"}
+			for k, v := range adminEnv {
+				env[k] = v
+			}
 			env[tt.name] = tt.value
 			p := newProc(t, tt.bin, env)
 			p.start()

@@ -23,6 +23,7 @@ const (
 	BucketOrders            = "orders"
 	BucketOrdersIdempotency = "orders_idempotency"
 	BucketProcessed         = "notifier_processed"
+	BucketSubscriptions     = "subscriptions"
 )
 
 // DuplicateWindow is how long JetStream remembers Nats-Msg-Id values. The
@@ -114,6 +115,20 @@ func ProcessedBucket(replicas int, ttl time.Duration) jetstream.KeyValueConfig {
 		LimitMarkerTTL: time.Minute,
 		Storage:        jetstream.FileStorage,
 		Replicas:       replicas,
+	}
+}
+
+// SubscriptionsBucket is the dispatcher's subscription registry, key =
+// subscription id, value = its JSON with the secrets encrypted. It keeps no
+// history: a rotated or deleted secret must not linger on disk in an older
+// revision, and the revision alone is enough for optimistic concurrency.
+func SubscriptionsBucket(replicas int) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      BucketSubscriptions,
+		Description: "webhook subscriptions; secrets encrypted",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
 	}
 }
 

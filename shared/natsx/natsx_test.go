@@ -32,13 +32,13 @@ func TestProvisionIsIdempotent(t *testing.T) {
 	defer cancel()
 	req := natsx.Requirement{
 		Streams: []string{natsx.StreamOrders, natsx.StreamNotifications, natsx.StreamDeadletter},
-		Buckets: []string{natsx.BucketOrders, natsx.BucketProcessed},
+		Buckets: []string{natsx.BucketOrders, natsx.BucketProcessed, natsx.BucketSubscriptions},
 	}
 	if err := natsx.Check(ctx, nc, js, req); err == nil {
 		t.Fatal("Check passed before provisioning")
 	}
 	streams := []jetstream.StreamConfig{natsx.OrdersStream(1), natsx.NotificationsStream(1), natsx.DeadletterStream(1)}
-	buckets := []jetstream.KeyValueConfig{natsx.OrdersBucket(1), natsx.ProcessedBucket(1, 72*time.Hour)}
+	buckets := []jetstream.KeyValueConfig{natsx.OrdersBucket(1), natsx.ProcessedBucket(1, 72*time.Hour), natsx.SubscriptionsBucket(1)}
 	for i := 0; i < 2; i++ {
 		if err := natsx.Provision(ctx, js, streams, buckets); err != nil {
 			t.Fatalf("Provision #%d: %v", i+1, err)
@@ -58,6 +58,14 @@ func TestProvisionIsIdempotent(t *testing.T) {
 	nst, _ := js.Stream(ctx, natsx.StreamNotifications)
 	if nst.CachedInfo().Config.Retention != jetstream.WorkQueuePolicy {
 		t.Fatal("NOTIFICATIONS is not a work queue")
+	}
+	subs, err := js.KeyValue(ctx, natsx.BucketSubscriptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No history: an old revision would keep a rotated secret on disk.
+	if st, err := subs.Status(ctx); err != nil || st.History() != 1 || st.BackingStore() != "JetStream" || st.Config().Storage != jetstream.FileStorage {
+		t.Fatalf("subscriptions bucket status %+v, %v; want file storage with history 1", st, err)
 	}
 	kv, err := js.KeyValue(ctx, natsx.BucketProcessed)
 	if err != nil {

@@ -2,17 +2,23 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/jethook/jethook/dispatcher/internal/admin"
 	"github.com/jethook/jethook/dispatcher/internal/config"
 	"github.com/jethook/jethook/dispatcher/internal/deliver"
+	"github.com/jethook/jethook/dispatcher/internal/registry"
+	"github.com/jethook/jethook/dispatcher/internal/ssrf"
 	sharedconfig "github.com/jethook/jethook/shared/config"
 	"github.com/jethook/jethook/shared/logs"
 	"github.com/jethook/jethook/shared/metrics"
+	"github.com/jethook/jethook/shared/natsx"
 	"github.com/jethook/jethook/shared/service"
 )
 
@@ -55,7 +61,44 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Replicas:    cfg.StreamReplicas,
 		Timings:     cfg.Timings(),
 	}, logger, deliver.NewHTTPClient(cfg.HTTPTimeout, cfg.Concurrency), deliver.NewMetrics(reg))
-	app := service.NewApp(service.AppConfig{Name: name, Logger: logger, Registry: reg, Ready: d.Ready})
+	subs, err := registry.New(conn.JS, cfg.SecretsKey, cfg.StreamReplicas, logger, registry.Options{})
+	if err != nil {
+		return err
+	}
+	app := service.NewApp(service.AppConfig{Name: name, Logger: logger, Registry: reg, Ready: d.Ready, BodyLimit: admin.MaxBodyBytes})
+	admin.Register(app, admin.Deps{Token: string(cfg.AdminToken), Registry: subs, URLs: ssrf.New(cfg.AllowedNetworks), Logger: logger})
 	logger.Info("dispatching to", "webhook_url", sharedconfig.RedactURL(cfg.WebhookURL), "version", deliver.Version)
-	return service.Run(ctx, logger, conn, app, d.Run)
+	return service.Run(ctx, logger, conn, app, d.Run, provisionSubscriptions(subs, cfg, logger))
+}
+
+// provisionSubscriptions creates the subscriptions bucket and ensures
+// sub_notifier, retrying while NATS is away; until then the admin API
+// answers 503.
+func provisionSubscriptions(subs *registry.Registry, cfg config.Config, logger *slog.Logger) func(context.Context) error {
+	secrets := make([]string, len(cfg.SecretTexts))
+	for i, s := range cfg.SecretTexts {
+		secrets[i] = string(s)
+	}
+	return func(ctx context.Context) error {
+		var refused error
+		err := natsx.Retry(ctx, logger, "provision subscriptions", func(ctx context.Context) error {
+			if err := subs.Provision(ctx); err != nil {
+				return err
+			}
+			e, outcome, err := subs.Ensure(ctx, registry.Notifier(cfg.WebhookURL, secrets))
+			if errors.Is(err, registry.ErrInvalid) {
+				refused = err // a setting no retry can fix
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			logger.Info("subscription ensured", "subscription_id", e.Subscription.ID, "outcome", string(outcome), "webhook_url", sharedconfig.RedactURL(cfg.WebhookURL))
+			return nil
+		})
+		if refused != nil {
+			return fmt.Errorf("NOTIFICATION_WEBHOOK_URL, WEBHOOK_SECRET: %w", refused)
+		}
+		return err
+	}
 }

@@ -1,11 +1,15 @@
 package config
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/netip"
+	"net/url"
 	"strings"
 	"time"
 
+	"github.com/jethook/jethook/dispatcher/internal/ssrf"
 	sharedconfig "github.com/jethook/jethook/shared/config"
 	"github.com/jethook/jethook/shared/consume"
 	"github.com/jethook/jethook/shared/service"
@@ -21,7 +25,32 @@ const (
 	DefaultMaxDeliver  = 15
 	DefaultHTTPTimeout = 5 * time.Second
 	DefaultConcurrency = 8
+
+	DefaultBreakerFailures = 10
+	DefaultDisableAfter    = 5 * 24 * time.Hour
 )
+
+// MinAdminTokenLen is the shortest ADMIN_TOKEN accepted: 32 characters
+// hold 128 bits as hex (openssl rand -hex 16), beyond any guessing over
+// HTTP, while anything shorter is most likely a password someone chose.
+const MinAdminTokenLen = 32
+
+// maxAdminTokenLen keeps the token well inside an HTTP header.
+const maxAdminTokenLen = 1024
+
+// Sensitive is a credential's text. It prints as xxxxx, so that a Config
+// printed with %v or %+v shows none; use string(s) where the text is
+// needed.
+type Sensitive string
+
+func (Sensitive) String() string   { return "xxxxx" }
+func (Sensitive) GoString() string { return "xxxxx" }
+
+// Key is the 32-byte AES-256 key of SECRETS_KEY, printed as xxxxx.
+type Key [32]byte
+
+func (Key) String() string   { return "xxxxx" }
+func (Key) GoString() string { return "xxxxx" }
 
 // Config is everything the dispatcher reads from the environment.
 type Config struct {
@@ -44,6 +73,23 @@ type Config struct {
 	HTTPTimeout time.Duration
 	// Concurrency is how many webhooks are in flight at most.
 	Concurrency int
+
+	// SecretTexts are the WEBHOOK_SECRET entries as given, for the
+	// subscription sub_notifier, which keeps them encrypted in KV.
+	SecretTexts []Sensitive
+	// AdminToken authenticates every admin API request (ADMIN_TOKEN).
+	AdminToken Sensitive
+	// SecretsKey encrypts the subscriptions' secrets at rest (SECRETS_KEY).
+	SecretsKey Key
+	// AllowedNetworks are the private ranges webhooks may reach anyway
+	// (ALLOWED_NETWORKS); empty means public addresses only.
+	AllowedNetworks []netip.Prefix
+	// BreakerFailures is how many failures in a row open a subscription's
+	// circuit breaker (BREAKER_FAILURES).
+	BreakerFailures int
+	// DisableAfter disables a subscription that had no success for this
+	// long (DISABLE_AFTER).
+	DisableAfter time.Duration
 }
 
 // Load reads the configuration through getenv and reports every bad
@@ -52,10 +98,13 @@ type Config struct {
 func Load(getenv func(string) string) (Config, error) {
 	e := sharedconfig.New(getenv)
 	cfg := Config{
-		Common:     e.LoadCommon(),
-		Addr:       e.Addr("DISPATCHER_ADDR", DefaultAddr),
-		WebhookURL: e.URL("NOTIFICATION_WEBHOOK_URL", DefaultWebhookURL, "http", "https"),
+		Common: e.LoadCommon(),
+		Addr:   e.Addr("DISPATCHER_ADDR", DefaultAddr),
 	}
+	// The URL gets an Env of its own: the SSRF check below runs only on a
+	// URL that parsed, whatever else is wrong.
+	hook := sharedconfig.New(getenv)
+	cfg.WebhookURL = hook.URL("NOTIFICATION_WEBHOOK_URL", DefaultWebhookURL, "http", "https")
 
 	var secretErr error
 	if raw := e.Required("WEBHOOK_SECRET", "set one or more whsec_ secrets, comma-separated"); raw != "" {
@@ -66,6 +115,9 @@ func Load(getenv func(string) string) (Config, error) {
 			secretErr = fmt.Errorf("invalid WEBHOOK_SECRET: %w", err)
 		}
 		cfg.Secrets = secrets
+		for part := range strings.SplitSeq(raw, ",") {
+			cfg.SecretTexts = append(cfg.SecretTexts, Sensitive(strings.TrimSpace(part)))
+		}
 	}
 
 	// The retry bounds are read on their own so that their relation is
@@ -92,7 +144,21 @@ func Load(getenv func(string) string) (Config, error) {
 			timingErr = fmt.Errorf("invalid HTTP_TIMEOUT=%s: the delivery timings derived from it do not fit: %w", cfg.HTTPTimeout, err)
 		}
 	}
-	if err := errors.Join(e.Err(), secretErr, retry.Err(), orderErr, rest.Err(), timingErr); err != nil {
+	cfg.BreakerFailures = rest.Int("BREAKER_FAILURES", DefaultBreakerFailures, 1, 1000)
+	cfg.DisableAfter = rest.Duration("DISABLE_AFTER", DefaultDisableAfter, time.Second, 90*24*time.Hour)
+
+	var adminErrs []error
+	cfg.AdminToken, adminErrs = adminToken(getenv)
+	key, keyErr := secretsKey(getenv)
+	cfg.SecretsKey = key
+	nets, netsErr := allowedNetworks(getenv)
+	cfg.AllowedNetworks = nets
+	var urlErr error
+	if netsErr == nil && hook.Err() == nil {
+		urlErr = checkWebhookURL(cfg.WebhookURL, nets)
+	}
+
+	if err := errors.Join(e.Err(), hook.Err(), secretErr, retry.Err(), orderErr, rest.Err(), timingErr, errors.Join(adminErrs...), keyErr, netsErr, urlErr); err != nil {
 		return Config{}, err
 	}
 	return cfg, nil
@@ -123,4 +189,69 @@ func (c Config) Timings() consume.Timings {
 		SettleTimeout:  min(3*time.Second, ackWait/2),
 		ShutdownGrace:  shutdownGrace,
 	}
+}
+
+// adminToken reads ADMIN_TOKEN. Its errors never show the token, not even
+// its length.
+func adminToken(getenv func(string) string) (Sensitive, []error) {
+	raw := strings.TrimSpace(getenv("ADMIN_TOKEN"))
+	hint := fmt.Sprintf("at least %d visible ASCII characters, such as the output of `openssl rand -hex 32`", MinAdminTokenLen)
+	switch {
+	case raw == "":
+		return "", []error{errors.New("missing ADMIN_TOKEN: set " + hint + "; every admin API request must send it as a Bearer token")}
+	case len(raw) < MinAdminTokenLen || len(raw) > maxAdminTokenLen:
+		return "", []error{fmt.Errorf("invalid ADMIN_TOKEN: want %s (at most %d)", hint, maxAdminTokenLen)}
+	case strings.ContainsFunc(raw, func(r rune) bool { return r <= ' ' || r > '~' }):
+		return "", []error{errors.New("invalid ADMIN_TOKEN: want " + hint + "; it travels in an HTTP header, so no spaces or other characters")}
+	}
+	return Sensitive(raw), nil
+}
+
+// secretsKey reads SECRETS_KEY: 32 bytes in standard base64. Its errors
+// never show the value.
+func secretsKey(getenv func(string) string) (Key, error) {
+	const hint = "32 random bytes in standard base64 (44 characters), such as the output of `openssl rand -base64 32`"
+	raw := strings.TrimSpace(getenv("SECRETS_KEY"))
+	if raw == "" {
+		return Key{}, errors.New("missing SECRETS_KEY: set " + hint + "; it encrypts the subscriptions' secrets at rest")
+	}
+	b, err := base64.StdEncoding.DecodeString(raw)
+	if err != nil || len(b) != len(Key{}) {
+		return Key{}, errors.New("invalid SECRETS_KEY: want " + hint)
+	}
+	return Key(b), nil
+}
+
+// allowedNetworks reads ALLOWED_NETWORKS, a comma-separated CIDR list.
+func allowedNetworks(getenv func(string) string) ([]netip.Prefix, error) {
+	raw := strings.TrimSpace(getenv("ALLOWED_NETWORKS"))
+	if raw == "" {
+		return nil, nil
+	}
+	var nets []netip.Prefix
+	for part := range strings.SplitSeq(raw, ",") {
+		p, err := netip.ParsePrefix(strings.TrimSpace(part))
+		if err != nil {
+			return nil, fmt.Errorf("invalid ALLOWED_NETWORKS=%q: want comma-separated CIDR ranges such as 127.0.0.0/8,10.0.0.0/8,fd00::/8; %q is not one", raw, strings.TrimSpace(part))
+		}
+		nets = append(nets, p.Masked())
+	}
+	return nets, nil
+}
+
+// checkWebhookURL refuses at start a NOTIFICATION_WEBHOOK_URL whose literal
+// address the SSRF guard would refuse at every delivery.
+func checkWebhookURL(raw string, nets []netip.Prefix) error {
+	err := ssrf.New(nets).CheckURL(raw)
+	if err == nil {
+		return nil
+	}
+	shown := raw
+	if u, perr := url.Parse(raw); perr == nil {
+		shown = u.Redacted()
+	}
+	if _, ok := ssrf.Refused(err); ok {
+		return fmt.Errorf("invalid NOTIFICATION_WEBHOOK_URL=%q: %v; add its range to ALLOWED_NETWORKS", shown, err)
+	}
+	return fmt.Errorf("invalid NOTIFICATION_WEBHOOK_URL=%q: %v", shown, err)
 }

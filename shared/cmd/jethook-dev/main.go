@@ -25,6 +25,14 @@ import (
 // signed before a restart still verify after it; production has no default.
 const devSecret = "whsec_amV0aG9vay1kZXYtc2VjcmV0LW5vdC1mb3ItcHJvZHVjdGlvbg=="
 
+// devAdminToken and devSecretsKey are the dispatcher's admin token and
+// secrets key in development only, fixed so that subscriptions created
+// before a restart stay readable after it.
+const (
+	devAdminToken = "jethook-dev-admin-token-not-for-production"
+	devSecretsKey = "amV0aG9vayBkZXYgc2VjcmV0cyBrZXksIG5vdCA0IHU="
+)
+
 var services = []string{"orders", "dispatcher", "notifier"}
 
 func main() {
@@ -78,6 +86,11 @@ func run(ctx context.Context, getenv func(string) string, stdout, stderr io.Writ
 		"NATS_URL=nats://127.0.0.1:4222",
 		"LOG_FORMAT="+envOr(getenv, "LOG_FORMAT", "text"),
 		"WEBHOOK_SECRET="+envOr(getenv, "WEBHOOK_SECRET", devSecret),
+		"ADMIN_TOKEN="+envOr(getenv, "ADMIN_TOKEN", devAdminToken),
+		"SECRETS_KEY="+envOr(getenv, "SECRETS_KEY", devSecretsKey),
+		// Every service runs on 127.0.0.1, the notifier too: open loopback
+		// to the SSRF guard.
+		"ALLOWED_NETWORKS="+envOr(getenv, "ALLOWED_NETWORKS", "127.0.0.0/8"),
 	)
 	out := &lineWriter{w: stdout}
 	exited := make(chan string, len(services))
