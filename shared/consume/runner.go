@@ -104,6 +104,9 @@ type Runner struct {
 	// reprovision is set when settling found a stream of ours missing
 	// (DEADLETTER deleted, say): the pull stops and Provision runs again.
 	reprovision atomic.Bool
+	// stopFetch ends the pull request under way, so that reprovision
+	// takes effect at once rather than when the request expires.
+	stopFetch atomic.Pointer[context.CancelFunc]
 }
 
 // New checks cfg and returns its runner.
@@ -228,6 +231,7 @@ func (r *Runner) pull(ctx, work context.Context, cons jetstream.Consumer, slots 
 			return nil
 		}
 		fetchCtx, cancel := context.WithTimeout(ctx, pullExpiry)
+		r.stopFetch.Store(&cancel)
 		batch, err := cons.Fetch(n, jetstream.FetchContext(fetchCtx))
 		if err != nil {
 			cancel()
@@ -392,6 +396,9 @@ func (r *Runner) settle(m *Msg, d *Decision) (Verdict, error) {
 		if err := r.deadLetter(ctx, m, *d); err != nil {
 			if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrStreamNotFound) {
 				r.reprovision.Store(true)
+				if stop := r.stopFetch.Load(); stop != nil {
+					(*stop)()
+				}
 			}
 			delay := backoff.Exponential(time.Second, time.Minute, m.Attempt())
 			return VerdictRetry, errors.Join(err, m.NakWithDelay(delay))

@@ -93,7 +93,11 @@ func serviceEnv(t *testing.T, name string) map[string]string {
 	case "orders":
 		return map[string]string{"ORDERS_ADDR": freeAddr(t)}
 	case "dispatcher":
-		return map[string]string{"DISPATCHER_ADDR": freeAddr(t), "WEBHOOK_SECRET": secret}
+		env := map[string]string{"DISPATCHER_ADDR": freeAddr(t), "WEBHOOK_SECRET": secret}
+		for k, v := range adminEnv {
+			env[k] = v
+		}
+		return env
 	default:
 		return map[string]string{"NOTIFIER_ADDR": freeAddr(t), "WEBHOOK_SECRET": secret}
 	}

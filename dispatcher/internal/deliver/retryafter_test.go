@@ -44,7 +44,10 @@ func TestRetryAfterOutageWithDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg, err := config.Load(func(k string) string {
-		return map[string]string{"WEBHOOK_SECRET": raw, "NOTIFICATION_WEBHOOK_URL": srv.URL + "/webhook"}[k]
+		return map[string]string{
+			"WEBHOOK_SECRET": raw, "NOTIFICATION_WEBHOOK_URL": srv.URL + "/webhook", "ALLOWED_NETWORKS": "127.0.0.0/8",
+			"ADMIN_TOKEN": "deliver-test-admin-token-0123456789ab", "SECRETS_KEY": "ZGVsaXZlciB0ZXN0IHNlY3JldHMga2V5IDMyIGJ5dGU=",
+		}[k]
 	})
 	if err != nil {
 		t.Fatal(err)
