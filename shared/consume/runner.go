@@ -21,6 +21,11 @@ import (
 type Msg struct {
 	jetstream.Msg
 	Meta *jetstream.MsgMetadata
+	// AckFloor is the consumer's ack floor as the runner last read it: a
+	// stream sequence below which every message was settled, 0 when not
+	// known. A handler may record it, as where a consumer created again
+	// should resume.
+	AckFloor uint64
 }
 
 // Attempt is the message's delivery count, 1 for the first delivery.
@@ -329,7 +334,7 @@ func (r *Runner) handle(work context.Context, raw jetstream.Msg) {
 		r.log.Error("message without JetStream metadata", "subject", raw.Subject(), "error", err)
 		return
 	}
-	m := &Msg{Msg: raw, Meta: meta}
+	m := &Msg{Msg: raw, Meta: meta, AckFloor: r.ackFloor.Load()}
 	_ = m.InProgress()
 	stop := r.heartbeat(m)
 	defer stop()
