@@ -229,7 +229,9 @@ func (r *Runner) finish(cancelWork context.CancelFunc) {
 // pull fetches as many messages as there are free workers and hands each
 // to one, until ctx ends or a fetch fails.
 func (r *Runner) pull(ctx, work context.Context, cons jetstream.Consumer, slots chan struct{}) error {
-	nextFloor, readAt := time.Now().Add(ackFloorEvery), r.settled.Load()
+	floorCtx, stopFloor := context.WithCancel(ctx)
+	defer stopFloor()
+	go r.followAckFloor(floorCtx, cons)
 	for {
 		n, ok := acquire(ctx, slots)
 		if !ok {
@@ -264,8 +266,23 @@ func (r *Runner) pull(ctx, work context.Context, cons jetstream.Consumer, slots 
 		if r.reprovision.Swap(false) {
 			return errStreamMissing
 		}
-		if settled := r.settled.Load(); settled != readAt && time.Now().After(nextFloor) {
-			nextFloor, readAt = time.Now().Add(ackFloorEvery), settled
+	}
+}
+
+// followAckFloor reads the consumer's ack floor every ackFloorEvery while
+// messages are being settled, until ctx ends.
+func (r *Runner) followAckFloor(ctx context.Context, cons jetstream.Consumer) {
+	t := time.NewTicker(ackFloorEvery)
+	defer t.Stop()
+	readAt := r.settled.Load()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if settled := r.settled.Load(); settled != readAt {
+			readAt = settled
 			r.readAckFloor(ctx, cons)
 		}
 	}

@@ -437,7 +437,7 @@ func (s *system) settle(timeout time.Duration) {
 	s.t.Helper()
 	ctx := context.Background()
 	eventually(s.t, timeout, "the pipeline to drain", func() bool {
-		c, err := s.js.Consumer(ctx, "ORDERS", "dispatcher")
+		c, err := s.js.Consumer(ctx, "ORDERS", "wh-sub_notifier")
 		if err != nil {
 			return false
 		}
