@@ -152,10 +152,10 @@ type cliStreamInfo struct {
 
 type cliConsumerInfo struct {
 	Config struct {
-		Durable       string `json:"durable_name"`
-		AckPolicy     string `json:"ack_policy"`
-		AckWait       int64  `json:"ack_wait"`
-		MaxDeliver    int    `json:"max_deliver"`
+		Durable        string   `json:"durable_name"`
+		AckPolicy      string   `json:"ack_policy"`
+		AckWait        int64    `json:"ack_wait"`
+		MaxDeliver     int      `json:"max_deliver"`
 		FilterSubject  string   `json:"filter_subject"`
 		FilterSubjects []string `json:"filter_subjects"`
 	} `json:"config"`
