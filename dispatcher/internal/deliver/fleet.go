@@ -186,7 +186,7 @@ func (f *Fleet) Run(ctx context.Context) error {
 		Provision:   f.provisionRedeliver,
 		JS:          f.js,
 		Logger:      f.log.With("source", "redelivery"),
-		Observe:     f.observe,
+		Observe:     func(st consume.Settled) { f.observe(st.Decision.Owner, st) },
 	})
 	if err != nil {
 		return fmt.Errorf("dispatcher: %w", err)
@@ -320,20 +320,17 @@ func (f *Fleet) handleRedelivery(ctx context.Context, m *consume.Msg) consume.De
 	}
 	d := s.deliver(ctx, m, source)
 	d.Owner = subID
+	d.Attrs = append(d.Attrs, slog.String("subscription_id", subID))
 	if job := m.Headers().Get(redeliver.HeaderJob); job != "" && d.Verdict == consume.VerdictAck && f.Jobs != nil {
 		f.Jobs.Delivered(job)
 	}
 	return d
 }
 
-// observe counts a settled message.
-func (f *Fleet) observe(s consume.Settled) {
-	f.metrics.settled(s)
+// observe counts a settled message of subscription subID.
+func (f *Fleet) observe(subID string, s consume.Settled) {
+	f.metrics.settled(subID, s)
 	if s.Verdict == consume.VerdictDeadLetter {
-		owner := s.Decision.Owner
-		if v, ok := s.Decision.Attr("subscription_id"); ok && owner == "" {
-			owner = v.String()
-		}
-		f.announceDeadLetter(owner, s)
+		f.announceDeadLetter(subID, s)
 	}
 }

@@ -108,9 +108,10 @@ func (m *Metrics) attempted(d time.Duration) {
 	}
 }
 
-// settled counts what became of one delivery, as the runtime carried it
-// out: a dead letter whose copy failed counts as a retry.
-func (m *Metrics) settled(s consume.Settled) {
+// settled counts what became of one delivery to subscription subID, as the
+// runtime carried it out: a dead letter whose copy failed counts as a
+// retry.
+func (m *Metrics) settled(subID string, s consume.Settled) {
 	if m == nil {
 		return
 	}
@@ -129,8 +130,8 @@ func (m *Metrics) settled(s consume.Settled) {
 		m.deadLetters.WithLabelValues(deadLetterLabels[s.Decision.Reason]).Inc()
 	}
 	m.deliveries.WithLabelValues(outcome, class).Inc()
-	if sub, ok := s.Decision.Attr("subscription_id"); ok {
-		m.bySub.WithLabelValues(sub.String(), outcome).Inc()
+	if subID != "" {
+		m.bySub.WithLabelValues(subID, outcome).Inc()
 	}
 }
 

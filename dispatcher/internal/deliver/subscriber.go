@@ -165,7 +165,7 @@ func (s *subscriber) start(ctx context.Context, e *registry.Entry) *running {
 		Provision: s.provision,
 		JS:        s.f.js,
 		Logger:    s.log,
-		Observe:   s.f.observe,
+		Observe:   func(st consume.Settled) { s.f.observe(s.id, st) },
 	})
 	run := &running{key: runKey(e), done: make(chan struct{})}
 	runCtx, cancel := context.WithCancel(ctx)
@@ -319,7 +319,7 @@ func (s *subscriber) deliver(ctx context.Context, m *consume.Msg, source string)
 	e := s.entry.Load()
 	sub := e.Subscription
 	now := s.f.now()
-	attrs := []slog.Attr{slog.String("subscription_id", s.id)}
+	var attrs []slog.Attr
 	switch {
 	case sub.Status == subscription.StatusDisabled:
 		// Caught between the change and the consumer's stop: it waits.
@@ -364,7 +364,6 @@ func (s *subscriber) deliver(ctx context.Context, m *consume.Msg, source string)
 		s.f.metrics.attempted(time.Since(start))
 	}
 	d := decide(s.f.policy(), r)
-	d.Attrs = append(d.Attrs, attrs...)
 	if r.attempted {
 		s.record(m, r, ans, d, start, source)
 		s.learn(ctx, e, r)
