@@ -109,3 +109,15 @@ func ValidEventID(id string) bool {
 	}
 	return true
 }
+
+// BodyEventID is the "id" of an event body, or "" when it has none that
+// ValidEventID accepts.
+func BodyEventID(body []byte) string {
+	var head struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(body, &head) != nil || !ValidEventID(head.ID) {
+		return ""
+	}
+	return head.ID
+}

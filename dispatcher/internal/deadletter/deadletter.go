@@ -2,7 +2,6 @@ package deadletter
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -97,7 +96,7 @@ func letter(header func(string) string, body []byte, stored time.Time) Letter {
 		Reason:    header(consume.HeaderReason),
 	}
 	if l.EventID == "" {
-		l.EventID = bodyEventID(body)
+		l.EventID = attempt.BodyEventID(body)
 	}
 	l.Attempts, _ = strconv.Atoi(header(consume.HeaderAttempts))
 	l.LastStatus, _ = strconv.Atoi(header(consume.HeaderLastStatus))
@@ -106,18 +105,6 @@ func letter(header func(string) string, body []byte, stored time.Time) Letter {
 		l.DeadLetteredAt = t.UTC()
 	}
 	return l
-}
-
-// bodyEventID is the "id" of an event body, or "" when it has none that
-// fits a subject.
-func bodyEventID(body []byte) string {
-	var head struct {
-		ID string `json:"id"`
-	}
-	if json.Unmarshal(body, &head) != nil || !attempt.ValidEventID(head.ID) {
-		return ""
-	}
-	return head.ID
 }
 
 // Replay delivers the dead letters of subscription subID once more, to it
@@ -204,7 +191,7 @@ func (r *replay) add(m jetstream.Msg, meta *jetstream.MsgMetadata) error {
 	h := m.Headers()
 	eventID := h.Get(consume.HeaderEventID)
 	if eventID == "" {
-		eventID = bodyEventID(m.Data())
+		eventID = attempt.BodyEventID(m.Data())
 	}
 	if !attempt.ValidEventID(eventID) || (r.want != nil && !r.want[eventID]) {
 		return nil
