@@ -121,3 +121,10 @@ func BodyEventID(body []byte) string {
 	}
 	return head.ID
 }
+
+// Reader reads the attempt log on one connection, for whoever holds it
+// as an interface.
+type Reader struct{ JS jetstream.JetStream }
+
+// Read is Read on r's connection.
+func (r Reader) Read(ctx context.Context, q Query) (Page, error) { return Read(ctx, r.JS, q) }

@@ -81,8 +81,8 @@ func TestPageNewestFirst(t *testing.T) {
 	if len(got) != 5 {
 		t.Fatalf("%d dead letters of %s, want 5", len(got), subA)
 	}
-	// The runtime dead-letters concurrently: newest first means by the
-	// time each was dead-lettered.
+	// One worker dead-letters them in turn: newest first is by the time
+	// each was dead-lettered.
 	for i, l := range got {
 		if !slices.Contains(ids(evA), l.EventID) || l.Attempts != 15 || l.LastStatus != 503 ||
 			l.LastError != "receiver answered 503 Service Unavailable" || l.Reason != "max_deliveries" ||

@@ -96,7 +96,9 @@ var runners atomic.Int64
 // DeadLetter publishes events to ORDERS and has the consumer runtime give
 // each up for subscription subID, as a subscription's consumer does after
 // its last attempt (503 was the last status), and waits until every one
-// is in DEADLETTER. It returns the ORDERS sequences.
+// is in DEADLETTER. One worker gives them up in turn, so that their
+// Jethook-Dead-Lettered-At stamps follow their order in DEADLETTER. It
+// returns the ORDERS sequences.
 func (e *Env) DeadLetter(tb testing.TB, subID string, events ...event.OrderPaid) []uint64 {
 	tb.Helper()
 	before := e.count(tb, natsx.StreamDeadletter, natsx.DeadletterFilter(subID))
@@ -109,7 +111,7 @@ func (e *Env) DeadLetter(tb testing.TB, subID string, events ...event.OrderPaid)
 	timings := consume.Timings{AckWait: 2 * time.Second, Heartbeat: 500 * time.Millisecond, MessageTimeout: time.Second,
 		SettleTimeout: time.Second, ShutdownGrace: time.Second}
 	r, err := consume.New(consume.Config{
-		Stream: natsx.StreamOrders, Name: name, Owner: subID, Concurrency: 4, Timings: timings,
+		Stream: natsx.StreamOrders, Name: name, Owner: subID, Concurrency: 1, Timings: timings,
 		Handle: func(_ context.Context, m *consume.Msg) consume.Decision {
 			ev, err := event.Decode(m.Data())
 			id := ev.ID
