@@ -11,8 +11,13 @@ import (
 	"syscall"
 
 	"github.com/jethook/jethook/dispatcher/internal/admin"
+	"github.com/jethook/jethook/dispatcher/internal/attempt"
 	"github.com/jethook/jethook/dispatcher/internal/config"
+	"github.com/jethook/jethook/dispatcher/internal/deadletter"
 	"github.com/jethook/jethook/dispatcher/internal/deliver"
+	"github.com/jethook/jethook/dispatcher/internal/jobs"
+	"github.com/jethook/jethook/dispatcher/internal/ping"
+	"github.com/jethook/jethook/dispatcher/internal/platform"
 	"github.com/jethook/jethook/dispatcher/internal/registry"
 	"github.com/jethook/jethook/dispatcher/internal/ssrf"
 	sharedconfig "github.com/jethook/jethook/shared/config"
@@ -65,10 +70,34 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
+	guard := ssrf.New(cfg.AllowedNetworks)
+	recovery := jobs.New(conn.JS, subs, logger, jobs.Options{})
 	app := service.NewApp(service.AppConfig{Name: name, Logger: logger, Registry: reg, Ready: d.Ready, BodyLimit: admin.MaxBodyBytes})
-	admin.Register(app, admin.Deps{Token: string(cfg.AdminToken), Registry: subs, URLs: ssrf.New(cfg.AllowedNetworks), Logger: logger})
+	admin.Register(app, admin.Deps{
+		Token: string(cfg.AdminToken), Registry: subs, URLs: guard, Logger: logger,
+		Attempts:    attempt.Reader{JS: conn.JS},
+		DeadLetters: deadletter.New(conn.JS, logger),
+		Jobs:        recovery,
+		Pinger: &ping.Pinger{Client: guard.Client(cfg.HTTPTimeout, pingConns), Attempts: attempt.NewLog(conn.JS, logger),
+			UserAgent: deliver.UserAgent, Logger: logger},
+	})
 	logger.Info("dispatching to", "webhook_url", sharedconfig.RedactURL(cfg.WebhookURL), "version", deliver.Version)
-	return service.Run(ctx, logger, conn, app, d.Run, provisionSubscriptions(subs, cfg, logger))
+	return service.Run(ctx, logger, conn, app, d.Run, provisionSubscriptions(subs, cfg, logger),
+		provisionPlatform(conn, cfg, logger), recovery.Run)
+}
+
+// pingConns bounds the connections kept open for pings, which are rare.
+const pingConns = 4
+
+// provisionPlatform creates the webhook platform's streams and the jobs
+// bucket (platform.Provision), retrying while NATS is away; until then
+// the endpoints that need them answer 503.
+func provisionPlatform(conn *service.Conn, cfg config.Config, logger *slog.Logger) func(context.Context) error {
+	return func(ctx context.Context) error {
+		return natsx.Retry(ctx, logger, "provision the platform's streams", func(ctx context.Context) error {
+			return platform.Provision(ctx, conn.JS, cfg.StreamReplicas, natsx.DefaultAttemptLogMaxAge)
+		})
+	}
 }
 
 // provisionSubscriptions creates the subscriptions bucket and ensures

@@ -32,14 +32,28 @@ func (m *Manager) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { m.flushLoop(ctx) })
 	defer wg.Wait()
+	wait := retryWait
 	for ctx.Err() == nil {
-		if err := m.watch(ctx, &wg); err != nil && ctx.Err() == nil {
-			m.log.Warn("recovery jobs watch stopped, starting again", "error", err, "retry_in", retryWait.String())
-			sleep(ctx, retryWait)
+		started := time.Now()
+		err := m.watch(ctx, &wg)
+		if err == nil || ctx.Err() != nil {
+			continue
 		}
+		// A watch that ran a while is a blip; one that keeps failing at
+		// once (NATS away, the bucket not provisioned yet) is retried
+		// less and less often.
+		if time.Since(started) > time.Minute {
+			wait = retryWait
+		}
+		m.log.Warn("recovery jobs watch stopped, starting again", "error", err, "retry_in", wait.String())
+		sleep(ctx, wait)
+		wait = min(2*wait, maxRetryWait)
 	}
 	return nil
 }
+
+// maxRetryWait bounds the pause between watches that fail at once.
+const maxRetryWait = 15 * time.Second
 
 // watch follows the job records (the delivered counters are keys of two
 // tokens, and stay out of it) and claims what may be claimed.
