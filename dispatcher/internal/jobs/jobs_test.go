@@ -32,7 +32,7 @@ type env struct {
 	logs *testkit.SyncBuffer
 }
 
-func start(t *testing.T) env {
+func start(t testing.TB) env {
 	t.Helper()
 	e := env{Env: platformtest.Start(t), logs: &testkit.SyncBuffer{}}
 	reg, err := registry.New(e.JS, [32]byte{1}, 1, slog.New(slog.DiscardHandler), registry.Options{})
@@ -51,7 +51,7 @@ func start(t *testing.T) env {
 	return e
 }
 
-func (e env) subscribe(t *testing.T, types ...string) subscription.Subscription {
+func (e env) subscribe(t testing.TB, types ...string) subscription.Subscription {
 	t.Helper()
 	url := "https://hooks.example.com/in"
 	entry, _, err := e.reg.Create(platformtest.Ctx(t), subscription.Fields{URL: &url, EventTypes: &types})
@@ -63,7 +63,7 @@ func (e env) subscribe(t *testing.T, types ...string) subscription.Subscription 
 
 // manager returns a Manager on its own connection, running until the
 // returned stop is called (or the test ends).
-func (e env) manager(t *testing.T, js jetstream.JetStream, opts jobs.Options) (*jobs.Manager, func()) {
+func (e env) manager(t testing.TB, js jetstream.JetStream, opts jobs.Options) (*jobs.Manager, func()) {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	m := jobs.New(js, e.reg, logger, opts)
@@ -83,7 +83,7 @@ func (e env) ownConn(t *testing.T) (*nats.Conn, jetstream.JetStream) {
 	return natstest.Connect(t, e.Server.URL())
 }
 
-func (e env) status(t *testing.T, m *jobs.Manager, id string) jobs.Status {
+func (e env) status(t testing.TB, m *jobs.Manager, id string) jobs.Status {
 	t.Helper()
 	s, err := m.Status(platformtest.Ctx(t), id)
 	if err != nil {
@@ -92,7 +92,7 @@ func (e env) status(t *testing.T, m *jobs.Manager, id string) jobs.Status {
 	return s
 }
 
-func (e env) waitDone(t *testing.T, m *jobs.Manager, id string) jobs.Status {
+func (e env) waitDone(t testing.TB, m *jobs.Manager, id string) jobs.Status {
 	t.Helper()
 	var s jobs.Status
 	testkit.Eventually(t, 30*time.Second, "the job to be done", func() bool {
