@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -30,18 +29,7 @@ func TestRunWiresThePlatform(t *testing.T) {
 		return natsx.Check(ctx, nc, js, platform.Requirement()) == nil
 	})
 	call := func(method, path, body string) (int, []byte) {
-		req, _ := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+required["ADMIN_TOKEN"])
-		if body != "" {
-			req.Header.Set("Content-Type", "application/json")
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return 0, nil
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, b
+		return adminRequest(method, "http://"+addr+path, required["ADMIN_TOKEN"], body)
 	}
 	eventually(t, 10*time.Second, "sub_notifier", func() bool {
 		code, _ := call("GET", "/v1/subscriptions/sub_notifier", "")

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/gofiber/fiber/v2"
 
@@ -34,28 +33,22 @@ type DeadLetters interface {
 
 var _ DeadLetters = (*deadletter.Store)(nil)
 
-// attemptView is an attempt as the API shows it: the record without the
-// bookkeeping that lets a subscription's consumer resume.
+// attemptView is an attempt as the API shows it: the record, with error
+// and response always there (empty when there is none), so that every
+// attempt has the same shape, and without the bookkeeping that lets a
+// subscription's consumer resume. A shallower field of the same JSON name
+// wins over the record's in encoding/json: the always-zero ones hide
+// theirs (a field tagged "-" would not, it takes no part in the choice).
 type attemptView struct {
-	SubscriptionID string     `json:"subscription_id"`
-	EventID        string     `json:"event_id"`
-	Attempt        uint64     `json:"attempt"`
-	StartedAt      time.Time  `json:"started_at"`
-	DurationMS     int64      `json:"duration_ms"`
-	Status         int        `json:"status"`
-	Outcome        string     `json:"outcome"`
-	Error          string     `json:"error"`
-	Response       string     `json:"response"`
-	NextRetryAt    *time.Time `json:"next_retry_at"`
-	Source         string     `json:"source"`
+	attempt.Record
+	Error     string   `json:"error"`
+	Response  string   `json:"response"`
+	StreamSeq struct{} `json:"stream_seq,omitzero"`
+	AckFloor  struct{} `json:"ack_floor,omitzero"`
 }
 
 func viewAttempt(r attempt.Record) attemptView {
-	return attemptView{
-		SubscriptionID: r.SubscriptionID, EventID: r.EventID, Attempt: r.Attempt, StartedAt: r.StartedAt,
-		DurationMS: r.DurationMS, Status: r.Status, Outcome: r.Outcome, Error: r.Error, Response: r.Response,
-		NextRetryAt: r.NextRetryAt, Source: r.Source,
-	}
+	return attemptView{Record: r, Error: r.Error, Response: r.Response}
 }
 
 // page is a list answer: {"data":[…],"next_cursor":…|null}.

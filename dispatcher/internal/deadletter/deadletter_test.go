@@ -28,23 +28,6 @@ func store(e *platformtest.Env) *deadletter.Store {
 	return deadletter.New(e.JS, slog.New(slog.DiscardHandler))
 }
 
-// redeliveries returns what waits in REDELIVERIES, oldest first.
-func redeliveries(t *testing.T, e *platformtest.Env) []*jetstream.RawStreamMsg {
-	t.Helper()
-	s, err := e.JS.Stream(platformtest.Ctx(t), natsx.StreamRedeliveries)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*jetstream.RawStreamMsg
-	for seq := uint64(1); ; seq = out[len(out)-1].Sequence + 1 {
-		m, err := s.GetMsg(platformtest.Ctx(t), seq, jetstream.WithGetMsgSubject("redeliver.>"))
-		if err != nil {
-			return out
-		}
-		out = append(out, m)
-	}
-}
-
 func ids(events []event.OrderPaid) []string {
 	var out []string
 	for _, e := range events {
@@ -114,7 +97,7 @@ func TestReplayOnce(t *testing.T) {
 	if err != nil || n != 4 {
 		t.Fatalf("Replay = %d, %v; want 4", n, err)
 	}
-	msgs := redeliveries(t, e)
+	msgs := e.Redeliveries(t)
 	if len(msgs) != 4 {
 		t.Fatalf("%d redeliveries, want 4", len(msgs))
 	}
@@ -144,7 +127,7 @@ func TestReplayOnce(t *testing.T) {
 	if n, err := s.Replay(platformtest.Ctx(t), subA, nil); err != nil || n != 0 {
 		t.Fatalf("second Replay = %d, %v; want 0", n, err)
 	}
-	if got := len(redeliveries(t, e)); got != 4 {
+	if got := len(e.Redeliveries(t)); got != 4 {
 		t.Fatalf("%d redeliveries after the second replay, want 4", got)
 	}
 }
@@ -158,7 +141,7 @@ func TestReplaySome(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("Replay = %d, %v; want 1", n, err)
 	}
-	msgs := redeliveries(t, e)
+	msgs := e.Redeliveries(t)
 	if len(msgs) != 1 || msgs[0].Subject != natsx.RedeliverSubject(subA, evA[1].ID) {
 		t.Fatalf("redeliveries %v", msgs)
 	}
@@ -189,7 +172,7 @@ func TestReplayTwiceAtOnce(t *testing.T) {
 	if counts[0]+counts[1] != 60 {
 		t.Fatalf("replays counted %v, want 60 between them", counts)
 	}
-	if got := len(redeliveries(t, e)); got != 60 {
+	if got := len(e.Redeliveries(t)); got != 60 {
 		t.Fatalf("%d redeliveries, want 60", got)
 	}
 }
@@ -220,7 +203,7 @@ func TestReplayAfterACrash(t *testing.T) {
 	if err != nil || n != 1 {
 		t.Fatalf("Replay = %d, %v; want 1 (the other was enqueued already)", n, err)
 	}
-	msgs := redeliveries(t, e)
+	msgs := e.Redeliveries(t)
 	if len(msgs) != 2 || msgs[0].Subject == msgs[1].Subject {
 		t.Fatalf("redeliveries %v, want one per dead letter", msgs)
 	}

@@ -105,23 +105,6 @@ func (e env) waitDone(t testing.TB, m *jobs.Manager, id string) jobs.Status {
 	return s
 }
 
-// redeliveries returns what waits in REDELIVERIES, oldest first.
-func redeliveries(t *testing.T, e env) []*jetstream.RawStreamMsg {
-	t.Helper()
-	s, err := e.JS.Stream(platformtest.Ctx(t), natsx.StreamRedeliveries)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*jetstream.RawStreamMsg
-	for seq := uint64(1); ; seq = out[len(out)-1].Sequence + 1 {
-		m, err := s.GetMsg(platformtest.Ctx(t), seq, jetstream.WithGetMsgSubject("redeliver.>"))
-		if err != nil {
-			return out
-		}
-		out = append(out, m)
-	}
-}
-
 // TestRecoverEnqueuesTheRangeOnce: a job enqueues every event of the
 // range that matches the subscription's types, once, in order, as the
 // redelivery contract says, with total counted before it runs.
@@ -151,7 +134,7 @@ func TestRecoverEnqueuesTheRangeOnce(t *testing.T) {
 	if s.Total != 7 || s.Enqueued != 7 || s.SubscriptionID != sub.ID || !s.Since.Equal(since.UTC()) || !s.Until.Equal(until.UTC()) {
 		t.Fatalf("done job %+v", s)
 	}
-	msgs := redeliveries(t, e)
+	msgs := e.Redeliveries(t)
 	if len(msgs) != 7 {
 		t.Fatalf("%d redeliveries, want 7", len(msgs))
 	}
@@ -176,7 +159,7 @@ func TestRecoverEnqueuesTheRangeOnce(t *testing.T) {
 	if s := e.waitDone(t, m, j.ID); s.Total != 0 || s.Enqueued != 0 {
 		t.Fatalf("empty range: %+v", s)
 	}
-	if n := len(redeliveries(t, e)); n != 7 {
+	if n := len(e.Redeliveries(t)); n != 7 {
 		t.Fatalf("%d redeliveries after the empty job", n)
 	}
 }
@@ -257,7 +240,7 @@ func position(t *testing.T, e env, id string) (uint64, string) {
 func checkOnce(t *testing.T, e env, subID string, events []event.OrderPaid) {
 	t.Helper()
 	var got, want []string
-	for _, m := range redeliveries(t, e) {
+	for _, m := range e.Redeliveries(t) {
 		got = append(got, m.Subject)
 	}
 	for _, ev := range events {
@@ -402,7 +385,7 @@ func TestJobOfADeletedSubscriptionFails(t *testing.T) {
 		s = e.status(t, m, j.ID)
 		return s.State == jobs.StateFailed
 	})
-	if s.Error != "the subscription was deleted" || len(redeliveries(t, e)) != 0 {
+	if s.Error != "the subscription was deleted" || len(e.Redeliveries(t)) != 0 {
 		t.Fatalf("job %+v", s)
 	}
 }

@@ -166,3 +166,20 @@ func (e *Env) count(tb testing.TB, stream, filter string) uint64 {
 	}
 	return n
 }
+
+// Redeliveries returns what waits in REDELIVERIES, oldest first.
+func (e *Env) Redeliveries(tb testing.TB) []*jetstream.RawStreamMsg {
+	tb.Helper()
+	s, err := e.JS.Stream(Ctx(tb), natsx.StreamRedeliveries)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var out []*jetstream.RawStreamMsg
+	for seq := uint64(1); ; seq = out[len(out)-1].Sequence + 1 {
+		m, err := s.GetMsg(Ctx(tb), seq, jetstream.WithGetMsgSubject("redeliver.>"))
+		if err != nil {
+			return out
+		}
+		out = append(out, m)
+	}
+}
