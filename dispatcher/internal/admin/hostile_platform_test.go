@@ -72,12 +72,7 @@ func TestHostilePlatformRequests(t *testing.T) {
 	future := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
 	old := time.Now().Add(-8 * 24 * time.Hour).UTC().Format(time.RFC3339)
 
-	tests := []struct {
-		name   string
-		req    request
-		status int
-		field  string
-	}{
+	tests := []hostileCase{
 		// Authentication first, on every route.
 		{name: "attempts without a token", req: noAuth("GET", sub+"/attempts"), status: 401},
 		{name: "event attempts without a token", req: noAuth("GET", "/v1/events/evt_1/attempts"), status: 401},
@@ -189,26 +184,7 @@ func TestHostilePlatformRequests(t *testing.T) {
 		{name: "DELETE dead letters", req: request{method: "DELETE", path: sub + "/dead-letters"}, status: 405},
 		{name: "POST attempts", req: post(sub+"/attempts", `{}`), status: 405},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			a.t = t
-			before := a.state()
-			r := a.do(tt.req)
-			if r.status != tt.status {
-				t.Fatalf("status %d, want %d: %s", r.status, tt.status, r.body)
-			}
-			p := decodeProblem(t, r)
-			if tt.field != "" {
-				if _, ok := p.Errors[tt.field]; !ok {
-					t.Errorf("errors %v lack %q", p.Errors, tt.field)
-				}
-			}
-			if after := a.state(); fmt.Sprint(after) != fmt.Sprint(before) {
-				t.Errorf("something changed: %v → %v", before, after)
-			}
-		})
-	}
-	a.t = t
+	a.refuses(t, tests, func() string { return fmt.Sprint(a.state()) })
 	// The dead letters are all still there.
 	if n := a.env.Count(t, natsx.StreamDeadletter, natsx.DeadletterFilter(s.ID)); n != 2 {
 		t.Fatalf("%d dead letters after the hostile requests, want 2", n)
