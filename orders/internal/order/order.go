@@ -29,13 +29,17 @@ type Order struct {
 	Fingerprint string `json:"fingerprint,omitempty"`
 }
 
-// Event returns the order.paid event of the order. It depends only on what
-// was fixed at creation, so every retry publishes identical bytes.
-func (o Order) Event() event.OrderPaid {
+// Event returns the order.paid event of the order, published at
+// publishedAt. Its id and data are fixed when the order is created, so
+// every attempt to publish it carries the same event id; its timestamp is
+// the attempt's own, so that an order resumed days after its creation does
+// not publish an event that receivers refuse as too old. JetStream stores
+// only the first attempt that reaches it.
+func (o Order) Event(publishedAt time.Time) event.OrderPaid {
 	return event.OrderPaid{
 		ID:        o.EventID,
 		Type:      event.TypeOrderPaid,
-		Timestamp: o.CreatedAt,
+		Timestamp: publishedAt.UTC().Truncate(time.Second),
 		Data: event.OrderData{
 			OrderID:       o.OrderID,
 			CustomerEmail: o.CustomerEmail,

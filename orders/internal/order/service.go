@@ -125,7 +125,7 @@ func (s *Service) complete(ctx context.Context, o Order) (Order, error) {
 	if err := s.Payer.Charge(ctx, o.OrderID, o.AmountMinor, o.Currency); err != nil {
 		return Order{}, fmt.Errorf("charge: %w", err)
 	}
-	if err := s.Publisher.PublishOrderPaid(ctx, o.Event()); err != nil {
+	if err := s.Publisher.PublishOrderPaid(ctx, o.Event(s.now())); err != nil {
 		return Order{}, fmt.Errorf("publish order.paid: %w", err)
 	}
 	o.Status = StatusPaid
@@ -169,6 +169,13 @@ func (s *Service) Get(ctx context.Context, orderID string) (Order, error) {
 	return o, nil
 }
 
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
 func (s *Service) newOrder(req Request) (Order, error) {
 	id, err := uuid.NewV7()
 	if err != nil {
@@ -177,10 +184,6 @@ func (s *Service) newOrder(req Request) (Order, error) {
 	eventID, err := event.NewID()
 	if err != nil {
 		return Order{}, err
-	}
-	now := time.Now
-	if s.Now != nil {
-		now = s.Now
 	}
 	return Order{
 		OrderID:       id.String(),
@@ -191,7 +194,7 @@ func (s *Service) newOrder(req Request) (Order, error) {
 		Quantity:      req.Quantity,
 		AmountMinor:   req.AmountMinor,
 		Currency:      req.Currency,
-		CreatedAt:     now().UTC().Truncate(time.Second),
+		CreatedAt:     s.now().UTC().Truncate(time.Second),
 		Fingerprint:   req.Fingerprint(),
 	}, nil
 }

@@ -45,7 +45,7 @@ func (s *crashOnFirstPut) Put(ctx context.Context, o order.Order) error {
 	return s.Store.Put(ctx, o)
 }
 
-func setup(t *testing.T, duplicates time.Duration) (*store.JetStream, jetstream.Stream) {
+func setup(t *testing.T, duplicates time.Duration) (*store.JetStream, jetstream.Stream, jetstream.JetStream) {
 	t.Helper()
 	ns := natstest.RunServer(t)
 	nc, js := natstest.Connect(t, ns.URL())
@@ -62,7 +62,7 @@ func setup(t *testing.T, duplicates time.Duration) (*store.JetStream, jetstream.
 	if err != nil {
 		t.Fatal(err)
 	}
-	return store.New(nc, js, orders, keys), st
+	return store.New(nc, js, orders, keys), st, js
 }
 
 func request(t *testing.T) order.Request {
@@ -100,7 +100,7 @@ func TestResumeAfterCrash(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			js, st := setup(t, tt.duplicates)
+			js, st, client := setup(t, tt.duplicates)
 			ctx := context.Background()
 			first := &order.Service{Store: js, Publisher: crashAfterPublish{js}, Payer: order.SimulatedPayer{}, Logger: logger()}
 			wantEvents := uint64(1)
@@ -115,7 +115,9 @@ func TestResumeAfterCrash(t *testing.T) {
 				t.Fatalf("after the crash ORDERS holds %d events, want %d", n, wantEvents)
 			}
 			if tt.waitPastWindow {
-				time.Sleep(3 * tt.duplicates)
+				// Ten windows: the server forgets ids on a timer, which a
+				// loaded machine may run late.
+				time.Sleep(10 * tt.duplicates)
 			}
 			retry := &order.Service{Store: js, Publisher: js, Payer: order.SimulatedPayer{}, Logger: logger()}
 			o, replayed, err := retry.Create(ctx, request(t), "key-a")
@@ -133,7 +135,52 @@ func TestResumeAfterCrash(t *testing.T) {
 			if err != nil || again.OrderID != o.OrderID || again.EventID != o.EventID {
 				t.Fatalf("third attempt = %+v, %v", again, err)
 			}
+			if tt.waitPastWindow {
+				// The same event without the per-subject expectation is not
+				// a duplicate any more: the window really lapsed, and only
+				// the expectation kept the retry from storing it again.
+				ack, err := client.Publish(ctx, event.Subject(o.OrderID), m.Data, jetstream.WithMsgID(o.EventID))
+				if err != nil || ack.Duplicate {
+					t.Fatalf("publishing the event again without the expectation = %+v, %v; want it stored, not a duplicate", ack, err)
+				}
+			}
 		})
+	}
+}
+
+// TestResumedOrderPublishesAFreshEvent: an order whose first attempt never
+// stored its event, resumed with its Idempotency-Key days later (the key
+// lives up to IDEMPOTENCY_TTL, 30 days at most), keeps its ids and creation
+// time, but its event carries the time it is published: the notifier
+// refuses events older than PROCESSED_TTL (72 h by default), and the
+// order's own email must not be refused.
+func TestResumedOrderPublishesAFreshEvent(t *testing.T) {
+	js, st, _ := setup(t, 2*time.Minute)
+	ctx := context.Background()
+	created := time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)
+	clock := created
+	first := &order.Service{Store: js, Publisher: failingPublisher{}, Payer: order.SimulatedPayer{}, Logger: logger(), Now: func() time.Time { return clock }}
+	if _, _, err := first.Create(ctx, request(t), "key-late"); err == nil {
+		t.Fatal("first attempt with a failing publisher succeeded")
+	}
+
+	clock = created.Add(96 * time.Hour)
+	retry := &order.Service{Store: js, Publisher: js, Payer: order.SimulatedPayer{}, Logger: logger(), Now: func() time.Time { return clock }}
+	o, replayed, err := retry.Create(ctx, request(t), "key-late")
+	if err != nil || !replayed || !o.CreatedAt.Equal(created) {
+		t.Fatalf("retry = %+v, replayed=%v, %v; want the order created at %s", o, replayed, err, created)
+	}
+	m, err := st.GetLastMsgForSubject(ctx, event.Subject(o.OrderID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := event.Decode(m.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.Timestamp.Equal(clock) {
+		t.Fatalf("the resumed order's event says %s, want the time it was published, %s (a receiver keeping 72 h refuses an event from %s)",
+			e.Timestamp, clock, created)
 	}
 }
 
@@ -142,7 +189,7 @@ func TestResumeAfterCrash(t *testing.T) {
 // email is on its way) and writes it back; an order whose event never made
 // it stays pending.
 func TestGetRepairsAPublishedPendingOrder(t *testing.T) {
-	js, _ := setup(t, 2*time.Minute)
+	js, _, _ := setup(t, 2*time.Minute)
 	ctx := context.Background()
 	published := &recordingStore{Store: js}
 	crashing := &order.Service{Store: published, Publisher: crashAfterPublish{js}, Payer: order.SimulatedPayer{}, Logger: logger()}
@@ -182,7 +229,7 @@ func TestGetRepairsAPublishedPendingOrder(t *testing.T) {
 // order is paid and its email will be sent, so Create reports it paid even
 // when the last write fails, and GET repairs the record.
 func TestPaidOrderIsAnsweredEvenIfItsRecordIsNot(t *testing.T) {
-	js, st := setup(t, 2*time.Minute)
+	js, st, _ := setup(t, 2*time.Minute)
 	ctx := context.Background()
 	svc := &order.Service{Store: failPaidPut{js}, Publisher: js, Events: js, Payer: order.SimulatedPayer{}, Logger: logger()}
 	o, _, err := svc.Create(ctx, request(t), "")
