@@ -137,6 +137,8 @@ func serviceProblem(err error) error {
 		return problem.New(http.StatusNotFound, "no order with this id")
 	case errors.Is(err, order.ErrKeyReused):
 		return problem.New(http.StatusConflict, "this Idempotency-Key was used with a different request body")
+	case errors.Is(err, order.ErrKeyTooOld):
+		return problem.New(http.StatusConflict, "this Idempotency-Key's order was never confirmed and is too old to resume safely; send the order again with a new key")
 	case errors.Is(err, order.ErrUnavailable):
 		return problem.New(http.StatusServiceUnavailable, "the event store is unavailable; retry with the same Idempotency-Key")
 	}

@@ -6,8 +6,11 @@ import (
 	"github.com/jethook/jethook/shared/event"
 )
 
-// Status of an order. An order is pending from the moment its ids are fixed
-// until its order.paid event is durably in the ORDERS stream.
+// Status of an order. Every order the API has answered 201 for is paid: its
+// order.paid event is durably in the ORDERS stream. Records written before
+// the stream became the record of an order may still say pending, from the
+// moment their ids were fixed until the event was stored; GET puts them
+// right.
 const (
 	StatusPending = "pending"
 	StatusPaid    = "paid"
@@ -48,5 +51,28 @@ func (o Order) Event(publishedAt time.Time) event.OrderPaid {
 			AmountMinor:   o.AmountMinor,
 			Currency:      o.Currency,
 		},
+	}
+}
+
+// FromEvent returns the paid order that e is the event of, created at
+// createdAt. The request's fingerprint is derived again: the amount is the
+// price per item times the quantity, exactly.
+func FromEvent(e event.OrderPaid, createdAt time.Time) Order {
+	d := e.Data
+	req := Request{ProductName: d.ProductName, Quantity: d.Quantity, AmountMinor: d.AmountMinor, Currency: d.Currency, CustomerEmail: d.CustomerEmail}
+	if d.Quantity > 0 {
+		req.PriceMinor = d.AmountMinor / d.Quantity
+	}
+	return Order{
+		OrderID:       d.OrderID,
+		Status:        StatusPaid,
+		EventID:       e.ID,
+		CustomerEmail: d.CustomerEmail,
+		ProductName:   d.ProductName,
+		Quantity:      d.Quantity,
+		AmountMinor:   d.AmountMinor,
+		Currency:      d.Currency,
+		CreatedAt:     createdAt.UTC(),
+		Fingerprint:   req.Fingerprint(),
 	}
 }

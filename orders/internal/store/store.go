@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -14,12 +17,28 @@ import (
 	"github.com/jethook/jethook/shared/natsx"
 )
 
-// JetStream implements order.Store and order.EventPublisher.
+// HeaderCreatedAt carries the order's creation time on its event message,
+// so that the stream alone can answer GET /orders/{id}: the event's own
+// timestamp is when it was published, which for a resumed order is later.
+// Headers are not the body, which stays the webhook body byte for byte.
+const HeaderCreatedAt = "Jethook-Order-Created-At"
+
+// MaxInFlight bounds the asynchronous publishes awaiting their PubAck, per
+// kind (events, order records). A request past the bound waits briefly
+// for a slot, then fails as unavailable, so a stalled NATS cannot pile up
+// memory.
+const MaxInFlight = 4096
+
+// JetStream implements order.Store, order.EventPublisher and
+// order.EventFinder on the ORDERS stream and the orders buckets.
 type JetStream struct {
 	nc     *nats.Conn
-	js     jetstream.JetStream
+	events jetstream.JetStream // async publishes of events, each awaited by its request
+	record jetstream.JetStream // async writes of order records, awaited by no one
 	orders jetstream.KeyValue
 	keys   jetstream.KeyValue
+	stream jetstream.Stream
+	logger *slog.Logger
 }
 
 var (
@@ -28,10 +47,33 @@ var (
 	_ order.EventFinder    = (*JetStream)(nil)
 )
 
-// New wraps the provisioned buckets.
-func New(nc *nats.Conn, js jetstream.JetStream, orders, keys jetstream.KeyValue) *JetStream {
-	return &JetStream{nc: nc, js: js, orders: orders, keys: keys}
+// New wraps the provisioned stream and buckets. timeout bounds the wait
+// for each asynchronous PubAck; a failed record write is logged to logger.
+func New(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, orders, keys jetstream.KeyValue, timeout time.Duration, logger *slog.Logger) (*JetStream, error) {
+	stream, err := js.Stream(ctx, natsx.StreamOrders)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", natsx.StreamOrders, err)
+	}
+	events, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(MaxInFlight), jetstream.WithPublishAsyncTimeout(timeout))
+	if err != nil {
+		return nil, err
+	}
+	record, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(MaxInFlight), jetstream.WithPublishAsyncTimeout(timeout),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
+			// The order is paid and its event stored; GET repairs the
+			// record from the stream.
+			logger.Warn("order record not written; GET /orders/{id} will repair it from the stream",
+				"order_id", strings.TrimPrefix(m.Subject, recordPrefix), "error", err)
+		}))
+	if err != nil {
+		return nil, err
+	}
+	return &JetStream{nc: nc, events: events, record: record, orders: orders, keys: keys, stream: stream, logger: logger}, nil
 }
+
+// recordPrefix is the subject prefix of the orders bucket's keys, as
+// nats.go's KeyValue.Put publishes them (the KV subject layout of ADR-8).
+const recordPrefix = "$KV." + natsx.BucketOrders + "."
 
 // unavailable marks a failed NATS operation as retryable: whatever the
 // cause (outage, timeout, a stream being recreated), the client should retry
@@ -51,48 +93,74 @@ func (s *JetStream) connected() error {
 }
 
 // PublishOrderPaid publishes e to orders.paid.<order_id> with Nats-Msg-Id =
-// event id and waits for the PubAck. It also expects the subject to be empty,
-// so that a resumed order whose event is already stored, even past the
-// duplicate window, is not published twice.
-func (s *JetStream) PublishOrderPaid(ctx context.Context, e event.OrderPaid) error {
-	if err := s.connected(); err != nil {
-		return err
-	}
-	body, err := e.Marshal()
-	if err != nil {
-		return err
-	}
-	_, err = s.js.Publish(ctx, event.Subject(e.Data.OrderID), body,
-		jetstream.WithMsgID(e.ID),
-		jetstream.WithExpectStream(natsx.StreamOrders),
-		jetstream.WithExpectLastSequencePerSubject(0))
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
-		return nil
-	}
-	return unavailable(err)
-}
-
-// HasEvent reports whether the ORDERS stream holds the order's event.
-func (s *JetStream) HasEvent(ctx context.Context, orderID string) (bool, error) {
+// event id and waits for the PubAck. It also expects the subject to be
+// empty, so that the event of an order already in the stream, even past
+// the duplicate window, is not stored twice; stored is false then.
+func (s *JetStream) PublishOrderPaid(ctx context.Context, e event.OrderPaid, createdAt time.Time) (bool, error) {
 	if err := s.connected(); err != nil {
 		return false, err
 	}
-	stream, err := s.js.Stream(ctx, natsx.StreamOrders)
+	body, err := e.Marshal()
+	if err != nil {
+		return false, err
+	}
+	msg := &nats.Msg{Subject: event.Subject(e.Data.OrderID), Data: body, Header: nats.Header{}}
+	msg.Header.Set(HeaderCreatedAt, createdAt.UTC().Format(time.RFC3339))
+	paf, err := s.events.PublishMsgAsync(msg,
+		jetstream.WithMsgID(e.ID),
+		jetstream.WithExpectStream(natsx.StreamOrders),
+		jetstream.WithExpectLastSequencePerSubject(0))
 	if err != nil {
 		return false, unavailable(err)
 	}
-	_, err = stream.GetLastMsgForSubject(ctx, event.Subject(orderID))
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
-		return false, nil
-	case err != nil:
+	select {
+	case ack := <-paf.Ok():
+		return !ack.Duplicate, nil
+	case err := <-paf.Err():
+		if wrongLastSequence(err) {
+			return false, nil
+		}
 		return false, unavailable(err)
+	case <-ctx.Done():
+		return false, unavailable(ctx.Err())
 	}
-	return true, nil
 }
 
-// Get reads an order.
+// wrongLastSequence reports the answer to a publish whose subject was not
+// empty; a replicated stream reports it with its own code.
+func wrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// FindEvent reads the order from its event in the ORDERS stream.
+func (s *JetStream) FindEvent(ctx context.Context, orderID string) (order.Order, error) {
+	if err := s.connected(); err != nil {
+		return order.Order{}, err
+	}
+	msg, err := s.stream.GetLastMsgForSubject(ctx, event.Subject(orderID))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return order.Order{}, order.ErrNotFound
+	case err != nil:
+		return order.Order{}, unavailable(err)
+	}
+	e, err := event.Decode(msg.Data)
+	if err != nil {
+		return order.Order{}, fmt.Errorf("event of order %s: %w", orderID, err)
+	}
+	createdAt := e.Timestamp
+	if h := msg.Header.Get(HeaderCreatedAt); h != "" {
+		if err := createdAt.UnmarshalText([]byte(h)); err != nil {
+			return order.Order{}, fmt.Errorf("event of order %s: %s: %w", orderID, HeaderCreatedAt, err)
+		}
+	}
+	return order.FromEvent(e, createdAt), nil
+}
+
+// Get reads an order's record.
 func (s *JetStream) Get(ctx context.Context, orderID string) (order.Order, error) {
 	if err := s.connected(); err != nil {
 		return order.Order{}, err
@@ -111,7 +179,7 @@ func (s *JetStream) Get(ctx context.Context, orderID string) (order.Order, error
 	return o, nil
 }
 
-// Put writes an order.
+// Put writes an order's record and waits for it to be stored.
 func (s *JetStream) Put(ctx context.Context, o order.Order) error {
 	if err := s.connected(); err != nil {
 		return err
@@ -122,6 +190,18 @@ func (s *JetStream) Put(ctx context.Context, o order.Order) error {
 	}
 	_, err = s.orders.Put(ctx, o.OrderID, b)
 	return unavailable(err)
+}
+
+// Record writes an order's record without waiting for it; a failure is
+// logged, and GET repairs the record from the stream.
+func (s *JetStream) Record(o order.Order) {
+	b, err := json.Marshal(o)
+	if err == nil {
+		_, err = s.record.PublishMsgAsync(&nats.Msg{Subject: recordPrefix + o.OrderID, Data: b}, jetstream.WithStallWait(time.Millisecond))
+	}
+	if err != nil {
+		s.logger.Warn("order record not written; GET /orders/{id} will repair it from the stream", "order_id", o.OrderID, "error", err)
+	}
 }
 
 // keyRecord is what an idempotency key is bound to: the ids fixed at
@@ -139,7 +219,7 @@ func (s *JetStream) ClaimKey(ctx context.Context, key string, o order.Order) (or
 	if err := s.connected(); err != nil {
 		return order.Order{}, false, err
 	}
-	rec := keyRecord{OrderID: o.OrderID, EventID: o.EventID, CreatedAt: o.CreatedAt.Format("2006-01-02T15:04:05Z07:00"), Fingerprint: o.Fingerprint}
+	rec := keyRecord{OrderID: o.OrderID, EventID: o.EventID, CreatedAt: o.CreatedAt.Format(time.RFC3339), Fingerprint: o.Fingerprint}
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return order.Order{}, false, err
