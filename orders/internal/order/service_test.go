@@ -319,3 +319,13 @@ func TestParseRequestExactMoney(t *testing.T) {
 		})
 	}
 }
+
+func BenchmarkParseRequest(b *testing.B) {
+	body := []byte(`{"product_name":"Book","quantity":2,"price_per_item":"10.50","customer_email":"ada@example.com"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := order.ParseRequest(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
