@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -160,6 +161,30 @@ func TestResumeAfterCrash(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestConcurrentRetriesMakeOneOrder: requests with the same key at the
+// same moment, as a client that retries before its first attempt was
+// answered sends them, get one order and store one event.
+func TestConcurrentRetriesMakeOneOrder(t *testing.T) {
+	js, st, _ := setup(t, 2*time.Minute)
+	svc := service(js, js, js)
+	const n = 20
+	got := make([]order.Order, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { got[i], _, errs[i] = svc.Create(context.Background(), request(t), "key-race") })
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil || got[i].OrderID != got[0].OrderID || got[i].EventID != got[0].EventID || got[i].Status != order.StatusPaid {
+			t.Fatalf("request %d = %+v, %v; request 0 = %+v", i, got[i], errs[i], got[0])
+		}
+	}
+	if m := msgs(t, st); m != 1 {
+		t.Fatalf("ORDERS holds %d events for one key, want 1", m)
 	}
 }
 

@@ -33,7 +33,7 @@ const MaxInFlight = 4096
 // order.EventFinder on the ORDERS stream and the orders buckets.
 type JetStream struct {
 	nc     *nats.Conn
-	events jetstream.JetStream // async publishes of events, each awaited by its request
+	events jetstream.JetStream // async publishes of events and keys, each awaited by its request
 	record jetstream.JetStream // async writes of order records, awaited by no one
 	orders jetstream.KeyValue
 	keys   jetstream.KeyValue
@@ -71,9 +71,13 @@ func New(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, orders, key
 	return &JetStream{nc: nc, events: events, record: record, orders: orders, keys: keys, stream: stream, logger: logger}, nil
 }
 
-// recordPrefix is the subject prefix of the orders bucket's keys, as
-// nats.go's KeyValue.Put publishes them (the KV subject layout of ADR-8).
-const recordPrefix = "$KV." + natsx.BucketOrders + "."
+// recordPrefix and keyPrefix are the subject prefixes of the orders and
+// idempotency buckets' keys, as nats.go's KeyValue publishes them (the KV
+// subject layout of ADR-8).
+const (
+	recordPrefix = "$KV." + natsx.BucketOrders + "."
+	keyPrefix    = "$KV." + natsx.BucketOrdersIdempotency + "."
+)
 
 // unavailable marks a failed NATS operation as retryable: whatever the
 // cause (outage, timeout, a stream being recreated), the client should retry
@@ -106,23 +110,34 @@ func (s *JetStream) PublishOrderPaid(ctx context.Context, e event.OrderPaid, cre
 	}
 	msg := &nats.Msg{Subject: event.Subject(e.Data.OrderID), Data: body, Header: nats.Header{}}
 	msg.Header.Set(HeaderCreatedAt, createdAt.UTC().Format(time.RFC3339))
-	paf, err := s.events.PublishMsgAsync(msg,
+	ack, err := s.publish(ctx, msg,
 		jetstream.WithMsgID(e.ID),
 		jetstream.WithExpectStream(natsx.StreamOrders),
 		jetstream.WithExpectLastSequencePerSubject(0))
+	switch {
+	case err == nil:
+		return !ack.Duplicate, nil
+	case wrongLastSequence(err):
+		return false, nil
+	}
+	return false, unavailable(err)
+}
+
+// publish publishes msg asynchronously and waits for its PubAck, or for ctx
+// to end: the request's own wait, without a synchronous request of its own
+// per call.
+func (s *JetStream) publish(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	paf, err := s.events.PublishMsgAsync(msg, opts...)
 	if err != nil {
-		return false, unavailable(err)
+		return nil, err
 	}
 	select {
 	case ack := <-paf.Ok():
-		return !ack.Duplicate, nil
+		return ack, nil
 	case err := <-paf.Err():
-		if wrongLastSequence(err) {
-			return false, nil
-		}
-		return false, unavailable(err)
+		return nil, err
 	case <-ctx.Done():
-		return false, unavailable(ctx.Err())
+		return nil, ctx.Err()
 	}
 }
 
@@ -213,8 +228,11 @@ type keyRecord struct {
 	Fingerprint string `json:"fingerprint"`
 }
 
-// ClaimKey binds key to o with a KV Create, which succeeds for exactly one
-// of several concurrent requests.
+// ClaimKey binds key to o with what KeyValue.Create does, in one awaited
+// asynchronous publish: a write of the key that expects it absent, which
+// succeeds for exactly one of several concurrent requests. Create's
+// second step, writing over a key's delete marker, is not needed: keys are
+// never deleted, and the bucket's TTL removes them without a marker.
 func (s *JetStream) ClaimKey(ctx context.Context, key string, o order.Order) (order.Order, bool, error) {
 	if err := s.connected(); err != nil {
 		return order.Order{}, false, err
@@ -224,11 +242,11 @@ func (s *JetStream) ClaimKey(ctx context.Context, key string, o order.Order) (or
 	if err != nil {
 		return order.Order{}, false, err
 	}
-	_, err = s.keys.Create(ctx, key, b)
+	_, err = s.publish(ctx, &nats.Msg{Subject: keyPrefix + key, Data: b}, jetstream.WithExpectLastSequencePerSubject(0))
 	if err == nil {
 		return o, true, nil
 	}
-	if !errors.Is(err, jetstream.ErrKeyExists) {
+	if !wrongLastSequence(err) {
 		return order.Order{}, false, unavailable(err)
 	}
 	entry, err := s.keys.Get(ctx, key)
