@@ -171,8 +171,10 @@ func (h *harness) jetstreamCeiling(ctx context.Context) error {
 
 func (h *harness) latency(ctx context.Context) error {
 	h.printf("latency: open loop, %g orders/s for %s", h.cfg.Rate, h.cfg.RateDuration)
+	cpu0 := h.cpuSample()
 	res := openLoop(ctx, h.ordersAddr, h.cfg.Rate, h.cfg.RateDuration, h.cfg.OpenConns, h.orderRequest("lat"))
 	ok := res.ok(http.StatusCreated)
+	cpu := h.cpuSince(cpu0, len(ok))
 	got, err := h.await(ctx, "lat", ok, h.cfg.WaitTimeout)
 	if err != nil {
 		return err
@@ -189,7 +191,7 @@ func (h *harness) latency(ctx context.Context) error {
 		}
 	}
 	p50, p99 := percentiles(lat)
-	h.rep.open = &openFigures{api: res.stats(http.StatusCreated), emails: o, p50: p50, p99: p99}
+	h.rep.open = &openFigures{api: res.stats(http.StatusCreated), cpu: cpu, emails: o, p50: p50, p99: p99}
 	return nil
 }
 
@@ -198,15 +200,16 @@ const never = time.Duration(1<<63 - 1)
 
 func (h *harness) endToEnd(ctx context.Context) error {
 	h.printf("end to end: up to %d orders at c=%d, for at most %s, then their emails", h.cfg.E2EOrders, h.cfg.Concurrency, h.cfg.Duration)
-	start := time.Now()
+	start, cpu0 := time.Now(), h.cpuSample()
 	res := closedLoop(ctx, h.ordersAddr, h.cfg.Concurrency, h.cfg.E2EOrders, h.cfg.Duration, h.orderRequest("e2e"))
 	ok := res.ok(http.StatusCreated)
+	cpu := h.cpuSince(cpu0, len(ok))
 	got, err := h.await(ctx, "e2e", ok, h.cfg.WaitTimeout)
 	if err != nil {
 		return err
 	}
 	o := outcome(ok, got)
-	h.rep.e2e = &e2eFigures{api: res.stats(http.StatusCreated), emails: o, elapsed: o.last.Sub(start)}
+	h.rep.e2e = &e2eFigures{api: res.stats(http.StatusCreated), cpu: cpu, emails: o, elapsed: o.last.Sub(start)}
 	return nil
 }
 
@@ -219,9 +222,10 @@ func (h *harness) drain(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	cpu0 := h.cpuSample()
 	res := closedLoop(ctx, h.ordersAddr, h.cfg.Concurrency, h.cfg.Backlog, h.cfg.DrainTimeout, h.orderRequest("drain"))
 	ok := res.ok(http.StatusCreated)
-	d := &drainFigures{api: res.stats(http.StatusCreated), backlog: len(ok)}
+	d := &drainFigures{api: res.stats(http.StatusCreated), cpu: h.cpuSince(cpu0, len(ok)), backlog: len(ok)}
 	h.rep.drain = d
 	h.printf("drain: %d orders queued; starting the dispatcher", len(ok))
 	start := time.Now()

@@ -226,3 +226,49 @@ func isClosed(c chan struct{}) bool {
 		return false
 	}
 }
+
+// cpuSample is the CPU time of every process of a run, and of the whole
+// machine, at one moment.
+type cpuSample struct {
+	at    time.Time
+	ticks map[string]int64
+	busy  int64
+}
+
+func (h *harness) cpuSample() cpuSample {
+	s := cpuSample{at: time.Now(), ticks: map[string]int64{}}
+	for name, p := range h.processes() {
+		s.ticks[name] = p.cpuTime()
+	}
+	s.ticks[selfName], _ = cpuTicks("self")
+	s.busy, _, _ = busyTicks()
+	return s
+}
+
+// selfName names the tool's own process, the load generator and the relay.
+const selfName = "jethook-bench"
+
+// cpuUse is what the processes spent during a phase: CPU time per request
+// answered, by process, and the CPUs that other processes used meanwhile.
+type cpuUse struct {
+	perRequest map[string]time.Duration
+	others     float64
+}
+
+// cpuSince returns the CPU each process used since s0, per request of n.
+func (h *harness) cpuSince(s0 cpuSample, n int) *cpuUse {
+	s1 := h.cpuSample()
+	u := &cpuUse{perRequest: map[string]time.Duration{}}
+	var ours int64
+	for name, t1 := range s1.ticks {
+		d := t1 - s0.ticks[name]
+		ours += d
+		if n > 0 {
+			u.perRequest[name] = time.Duration(d) * time.Second / clockTicks / time.Duration(n)
+		}
+	}
+	if wall := s1.at.Sub(s0.at).Seconds(); wall > 0 && s0.busy > 0 {
+		u.others = max(float64(s1.busy-s0.busy-ours)/clockTicks/wall, 0)
+	}
+	return u
+}

@@ -17,6 +17,7 @@ const clockTicks = 100
 // from each POST's slot in the schedule to its email.
 type openFigures struct {
 	api      stats
+	cpu      *cpuUse
 	emails   emailOutcome
 	p50, p99 time.Duration
 }
@@ -25,6 +26,7 @@ type openFigures struct {
 // while it runs, and the emails from the first POST to the last email.
 type e2eFigures struct {
 	api     stats
+	cpu     *cpuUse
 	emails  emailOutcome
 	elapsed time.Duration
 }
@@ -33,6 +35,7 @@ type e2eFigures struct {
 // stopped, then the drain once it starts.
 type drainFigures struct {
 	api          stats
+	cpu          *cpuUse
 	backlog      int
 	webhooksTook time.Duration // 0 when the webhooks did not all arrive
 	webhooksDone int           // webhooks accepted by the deadline, when incomplete
@@ -101,7 +104,7 @@ func (r *Report) finish(h *harness) {
 		ours += r.cpu[h.fiber.name]
 	}
 	self, _ := cpuTicks("self")
-	r.cpu["jethook-bench"] = self
+	r.cpu[selfName] = self
 	ours += self
 	if busy, _, err := busyTicks(); err == nil && r.busy0 > 0 {
 		wall := r.ended.Sub(r.started).Seconds()
@@ -133,7 +136,7 @@ func (r *Report) Markdown() string {
 	row := func(cells ...string) {
 		b.WriteString("| " + strings.Join(cells, " | ") + " |\n")
 	}
-	apiRow := func(label string, s stats) {
+	apiRow := func(label string, s stats, cpu *cpuUse) {
 		var ceil, ratio []string
 		if r.fiber != nil {
 			ceil, ratio = append(ceil, "bare Fiber "+rate(r.fiber.rate)), append(ratio, fraction(s.rate, r.fiber.rate))
@@ -141,7 +144,7 @@ func (r *Report) Markdown() string {
 		if r.jetstream != nil {
 			ceil, ratio = append(ceil, "JetStream publish "+rate(r.jetstream.rate)), append(ratio, fraction(s.rate, r.jetstream.rate))
 		}
-		row(label, rate(s.rate), ms(s.p50), ms(s.p99), strings.Join(ceil, "; "), strings.Join(ratio, "; "), answers(s, "201"))
+		row(label, rate(s.rate), ms(s.p50), ms(s.p99), strings.Join(ceil, "; "), strings.Join(ratio, "; "), answers(s, "201")+cpuNote(cpu))
 	}
 	notifierCeiling := func(v float64) (string, string) {
 		if r.notifier == nil {
@@ -150,13 +153,13 @@ func (r *Report) Markdown() string {
 		return "notifier POST " + rate(r.notifier.rate), fraction(v, r.notifier.rate)
 	}
 	if d := r.drain; d != nil {
-		apiRow(fmt.Sprintf("API, c=%d, dispatcher stopped (the drain's %s orders)", c.Concurrency, count(d.api.count)), d.api)
+		apiRow(fmt.Sprintf("API, c=%d, dispatcher stopped (the drain's %s orders)", c.Concurrency, count(d.api.count)), d.api, d.cpu)
 	}
 	if e := r.e2e; e != nil {
-		apiRow(fmt.Sprintf("API, c=%d, whole pipeline running (the e2e orders)", c.Concurrency), e.api)
+		apiRow(fmt.Sprintf("API, c=%d, whole pipeline running (the e2e orders)", c.Concurrency), e.api, e.cpu)
 	}
 	if o := r.open; o != nil {
-		row(fmt.Sprintf("API at %s orders/s, open loop", num(c.Rate)), rate(o.api.rate), ms(o.api.p50), ms(o.api.p99), "", "", answers(o.api, "201"))
+		row(fmt.Sprintf("API at %s orders/s, open loop", num(c.Rate)), rate(o.api.rate), ms(o.api.p50), ms(o.api.p99), "", "", answers(o.api, "201")+cpuNote(o.cpu))
 		row(fmt.Sprintf("POST → email accepted, at %s orders/s", num(c.Rate)), fmt.Sprintf("%s of %s emailed", count(o.emails.emailed), count(o.emails.orders)),
 			ms(o.p50), ms(o.p99), "", "", exactlyOnce(o.emails))
 	}
@@ -187,7 +190,7 @@ func (r *Report) Markdown() string {
 		}
 		row(fmt.Sprintf("drain of %s: emails accepted by the relay", count(d.backlog)), rate(v)+" emails", "", "", ceil, ratio, note)
 	}
-	for _, name := range []string{"nats-server", "orders", "dispatcher", "notifier", "fiber-ceiling", "jethook-bench"} {
+	for _, name := range []string{"nats-server", "orders", "dispatcher", "notifier", "fiber-ceiling", selfName} {
 		rss, ok := r.rss[name]
 		cpu, cok := r.cpu[name]
 		if !ok && !cok {
@@ -198,7 +201,7 @@ func (r *Report) Markdown() string {
 		if rss > 0 {
 			figure = fmt.Sprintf("%.1f MiB", float64(rss)/(1<<20))
 		}
-		if name == "jethook-bench" {
+		if name == selfName {
 			label, figure = "load generator and relay (this tool)", ""
 		}
 		row(label, figure, "", "", "", "", fmt.Sprintf("CPU %.1f s", float64(cpu)/clockTicks))
@@ -237,6 +240,21 @@ func answers(s stats, want string) string {
 		parts = append(parts, fmt.Sprintf("%s without an answer", count(s.failed)))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// cpuNote says what each process spent per order while the load ran, and
+// what other processes took meanwhile.
+func cpuNote(u *cpuUse) string {
+	if u == nil || len(u.perRequest) == 0 {
+		return ""
+	}
+	var parts []string
+	for _, name := range []string{"orders", "nats-server", "dispatcher", "notifier", selfName} {
+		if d, ok := u.perRequest[name]; ok && d > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d µs", strings.TrimPrefix(name, "jethook-"), d.Microseconds()))
+		}
+	}
+	return fmt.Sprintf("; CPU per order: %s; other processes %.2f CPUs", strings.Join(parts, ", "), u.others)
 }
 
 func exactlyOnce(o emailOutcome) string {
