@@ -24,6 +24,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -75,6 +76,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&cfg.BinDir, "bin", "", "directory of prebuilt orders, dispatcher, notifier and nats-server binaries (default: build them)")
 	fs.BoolVar(&cfg.KeepDir, "keep", false, "keep the work directory: every process's log and the JetStream store")
 	timeout := fs.Duration("timeout", time.Hour, "bound of the whole run")
+	cpuProfile := fs.String("cpuprofile", "", "write the tool's own CPU profile (load generator and relay) to this file")
 	serveFiber := fs.String("serve-fiber", "", "internal: serve the bare Fiber ceiling on this address")
 	cfg.Env = map[string][]string{}
 	env := map[string]*settings{}
@@ -107,6 +109,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	cfg.Self = self
 
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	rep, err := bench.Run(ctx, cfg, stderr)
