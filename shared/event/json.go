@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"time"
 	"unicode/utf8"
 )
 
@@ -213,4 +214,70 @@ func StringValue(value []byte) (string, bool) {
 		return "", false
 	}
 	return v, true
+}
+
+// AppendString appends s as a JSON string, exactly as encoding/json.Marshal
+// writes it: with <, > and & escaped for HTML, control characters escaped,
+// U+2028 and U+2029 escaped for JavaScript, and each byte of invalid UTF-8
+// replaced by U+FFFD.
+func AppendString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '\\', '"':
+				dst = append(dst, '\\', c)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xF])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// AppendTime appends t as a JSON string, exactly as encoding/json.Marshal
+// writes a time.Time: RFC 3339 with the fraction of a second it has. A year
+// outside 0000 to 9999 is an error, as for encoding/json.
+func AppendTime(dst []byte, t time.Time) ([]byte, error) {
+	dst = append(dst, '"')
+	dst, err := t.AppendText(dst)
+	if err != nil {
+		return nil, fmt.Errorf("json: %w", err)
+	}
+	return append(dst, '"'), nil
 }

@@ -214,3 +214,22 @@ func FuzzObjectMembersMatchesReference(f *testing.F) {
 		}
 	})
 }
+
+// FuzzMarshalMatchesEncodingJSON holds Marshal to what encoding/json writes
+// for the event, byte for byte, whatever the strings hold.
+func FuzzMarshalMatchesEncodingJSON(f *testing.F) {
+	f.Add("evt_0193a5b2-7c1e-7d3a-9f00-1b2c3d4e5f60", "order.paid", "ada@example.com", "Book", "USD", int64(2), int64(2100), int64(1795860000), int64(0), int64(0))
+	f.Add("<&>\u2028\u2029\x00\x1f\x7f\"\\", "\xff\xfe", "ä\tb\nc\rd\be\f", "\u00e9\U0001F4A5", "", int64(-1), int64(0), int64(-62135596800), int64(999999999), int64(-90))
+	f.Add("", "", "", "", "", int64(0), int64(0), int64(253402300800), int64(1), int64(5*60+30))
+	f.Fuzz(func(t *testing.T, id, typ, email, product, currency string, quantity, amount, unix, nanos, offsetMinutes int64) {
+		loc := time.FixedZone("", int(offsetMinutes%(24*60))*60)
+		e := OrderPaid{ID: id, Type: typ, Timestamp: time.Unix(unix, nanos%1_000_000_000).In(loc), Data: OrderData{
+			OrderID: id + typ, CustomerEmail: email, ProductName: product, Quantity: quantity, AmountMinor: amount, Currency: currency,
+		}}
+		got, gotErr := e.Marshal()
+		want, wantErr := json.Marshal(e)
+		if (gotErr == nil) != (wantErr == nil) || !bytes.Equal(got, want) {
+			t.Fatalf("Marshal(%+v) = %s, %v\nencoding/json  %s, %v", e, got, gotErr, want, wantErr)
+		}
+	})
+}
