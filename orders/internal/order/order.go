@@ -1,6 +1,7 @@
 package order
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/jethook/jethook/shared/event"
@@ -30,6 +31,39 @@ type Order struct {
 	// Fingerprint ties the order to the request that created it; it is not
 	// part of the API answer.
 	Fingerprint string `json:"fingerprint,omitempty"`
+}
+
+// AppendJSON appends o as JSON, exactly as encoding/json.Marshal writes it
+// (with the fingerprint left out when empty), field by field instead of
+// through reflection: it is the answer to every POST and GET, and the
+// record in the orders bucket.
+func (o Order) AppendJSON(b []byte) ([]byte, error) {
+	b = append(b, `{"order_id":`...)
+	b = event.AppendString(b, o.OrderID)
+	b = append(b, `,"status":`...)
+	b = event.AppendString(b, o.Status)
+	b = append(b, `,"event_id":`...)
+	b = event.AppendString(b, o.EventID)
+	b = append(b, `,"customer_email":`...)
+	b = event.AppendString(b, o.CustomerEmail)
+	b = append(b, `,"product_name":`...)
+	b = event.AppendString(b, o.ProductName)
+	b = append(b, `,"quantity":`...)
+	b = strconv.AppendInt(b, o.Quantity, 10)
+	b = append(b, `,"amount_minor":`...)
+	b = strconv.AppendInt(b, o.AmountMinor, 10)
+	b = append(b, `,"currency":`...)
+	b = event.AppendString(b, o.Currency)
+	b = append(b, `,"created_at":`...)
+	b, err := event.AppendTime(b, o.CreatedAt)
+	if err != nil {
+		return nil, err
+	}
+	if o.Fingerprint != "" {
+		b = append(b, `,"fingerprint":`...)
+		b = event.AppendString(b, o.Fingerprint)
+	}
+	return append(b, '}'), nil
 }
 
 // Event returns the order.paid event of the order, published at

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/jethook/jethook/shared/event"
 	"github.com/jethook/jethook/shared/money"
@@ -150,6 +151,25 @@ func FuzzParseRequestMatchesReference(f *testing.F) {
 			if !errors.As(gotErr, &gs) || gs.Reason != ws.Reason {
 				t.Fatalf("ParseRequest(%q) = %v, reference %v", body, gotErr, wantErr)
 			}
+		}
+	})
+}
+
+// FuzzOrderJSONMatchesEncodingJSON holds AppendJSON to what encoding/json
+// writes for the order, byte for byte, whatever the strings hold.
+func FuzzOrderJSONMatchesEncodingJSON(f *testing.F) {
+	f.Add("0193a5b2-7c1d-7aaa-8bbb-0123456789ab", "paid", "ada@example.com", "Book", "USD", "", int64(2), int64(2100), int64(1795860000), int64(0))
+	f.Add("<&>\u2028\u2029\x00\x1f\x7f\"\\", "\xff\xfe", "ä\tb\nc\rd\be\f", "\u00e9\U0001F4A5", "", "fefa5fd7", int64(-1), int64(0), int64(-62135596800), int64(-90))
+	f.Fuzz(func(t *testing.T, id, status, email, product, currency, fingerprint string, quantity, amount, unix, offsetMinutes int64) {
+		o := Order{
+			OrderID: id, Status: status, EventID: "evt_" + id, CustomerEmail: email, ProductName: product,
+			Quantity: quantity, AmountMinor: amount, Currency: currency, Fingerprint: fingerprint,
+			CreatedAt: time.Unix(unix, 0).In(time.FixedZone("", int(offsetMinutes%(24*60))*60)),
+		}
+		got, gotErr := o.AppendJSON(nil)
+		want, wantErr := json.Marshal(o)
+		if (gotErr == nil) != (wantErr == nil) || string(got) != string(want) {
+			t.Fatalf("AppendJSON(%+v) = %s, %v\nencoding/json   %s, %v", o, got, gotErr, want, wantErr)
 		}
 	})
 }

@@ -210,7 +210,7 @@ func (s *JetStream) Put(ctx context.Context, o order.Order) error {
 // Record writes an order's record without waiting for it; a failure is
 // logged, and GET repairs the record from the stream.
 func (s *JetStream) Record(o order.Order) {
-	b, err := json.Marshal(o)
+	b, err := o.AppendJSON(make([]byte, 0, 512))
 	if err == nil {
 		_, err = s.record.PublishMsgAsync(&nats.Msg{Subject: recordPrefix + o.OrderID, Data: b}, jetstream.WithStallWait(time.Millisecond))
 	}
