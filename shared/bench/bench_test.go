@@ -1,12 +1,15 @@
 package bench
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jethook/jethook/shared/webhook"
 )
 
 // TestClient: the load's hand-written HTTP/1.1 client reads real answers of
@@ -123,5 +126,38 @@ func TestRedacted(t *testing.T) {
 	got := strings.Join(redacted([]string{"EMAIL_CONCURRENCY=16", "SMTP_PASSWORD=hunter2", "WEBHOOK_SECRET=whsec_x"}), " ")
 	if strings.Contains(got, "hunter2") || strings.Contains(got, "whsec_x") || !strings.Contains(got, "EMAIL_CONCURRENCY=16") {
 		t.Fatalf("redacted = %q", got)
+	}
+}
+
+// BenchmarkSign signs an order.paid webhook as the dispatcher does for each
+// delivery, with one secret and with two during a rotation. The verifying
+// side is BenchmarkVerify in shared/webhook; decoding is BenchmarkDecode in
+// shared/event.
+func BenchmarkSign(b *testing.B) {
+	body, err := sampleEvent("ada@" + mailDomain).Marshal()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, n := range []int{1, 2} {
+		b.Run(fmt.Sprintf("secrets=%d", n), func(b *testing.B) {
+			var secrets []webhook.Secret
+			for range n {
+				raw, err := webhook.GenerateSecret()
+				if err != nil {
+					b.Fatal(err)
+				}
+				s, err := webhook.ParseSecret(raw)
+				if err != nil {
+					b.Fatal(err)
+				}
+				secrets = append(secrets, s)
+			}
+			now := time.Now()
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = webhook.Sign(secrets, "evt_0193a5b2-7c1e-7d3a-9f00-1b2c3d4e5f60", now, body)
+			}
+		})
 	}
 }
