@@ -179,8 +179,10 @@ func (h *harness) run(ctx context.Context) error {
 		return err
 	}
 	h.printf("warm-up: 1,000 orders through the pipeline")
-	warm := closedLoop(ctx, h.ordersAddr, h.cfg.Concurrency, 1000, time.Minute, h.orderRequest("warm"))
-	if _, err := h.await(ctx, "warm", warm.ok(201), h.cfg.WaitTimeout); err != nil {
+	_, warm, _ := h.post("warm", func(req request) *loadResult {
+		return closedLoop(ctx, h.ordersAddr, h.cfg.Concurrency, 1000, time.Minute, req)
+	})
+	if _, err := h.await(ctx, "warm", warm, h.cfg.WaitTimeout); err != nil {
 		return err
 	}
 	phases := []struct {

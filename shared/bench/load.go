@@ -91,28 +91,38 @@ func closedLoop(ctx context.Context, addr string, workers, limit int, d time.Dur
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var next atomic.Int64
-	per := make([][]sample, workers)
 	start := time.Now()
+	samples := drive(addr, workers, req, func() (int, time.Time, bool) {
+		n := int(next.Add(1)) - 1
+		return n, time.Now(), ctx.Err() == nil && n < limit
+	})
+	return &loadResult{samples: samples, elapsed: time.Since(start)}
+}
+
+// drive runs workers, each with a connection of its own, that take the
+// next request from next until it reports none is left, and send it. A
+// request's latency counts from when next says it was due.
+func drive(addr string, workers int, req request, next func() (n int, due time.Time, ok bool)) []sample {
+	per := make([][]sample, workers)
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
 			c := newClient(addr)
 			defer c.close()
 			var buf []byte
-			for ctx.Err() == nil {
-				n := int(next.Add(1)) - 1
-				if n >= limit {
+			for {
+				n, due, ok := next()
+				if !ok {
 					return
 				}
 				buf = req(buf[:0], n)
-				t := time.Now()
 				status, err := c.do(buf)
-				per[w] = append(per[w], sample{n: n, due: t, latency: time.Since(t), status: status, failed: err != nil})
+				per[w] = append(per[w], sample{n: n, due: due, latency: time.Since(due), status: status, failed: err != nil})
 			}
 		})
 	}
 	wg.Wait()
-	return &loadResult{samples: slices.Concat(per...), elapsed: time.Since(start)}
+	return slices.Concat(per...)
 }
 
 // openLoop sends rate requests per second for d, each at its slot in the
@@ -126,24 +136,14 @@ func openLoop(ctx context.Context, addr string, rate float64, d time.Duration, c
 		due time.Time
 	}
 	jobs := make(chan job, total)
-	per := make([][]sample, conns)
 	start := time.Now()
-	var wg sync.WaitGroup
-	for w := range conns {
-		wg.Go(func() {
-			c := newClient(addr)
-			defer c.close()
-			var buf []byte
-			for j := range jobs {
-				if ctx.Err() != nil {
-					continue
-				}
-				buf = req(buf[:0], j.n)
-				status, err := c.do(buf)
-				per[w] = append(per[w], sample{n: j.n, due: j.due, latency: time.Since(j.due), status: status, failed: err != nil})
-			}
+	done := make(chan []sample, 1)
+	go func() {
+		done <- drive(addr, conns, req, func() (int, time.Time, bool) {
+			j, ok := <-jobs
+			return j.n, j.due, ok && ctx.Err() == nil
 		})
-	}
+	}()
 	interval := time.Duration(float64(time.Second) / rate)
 schedule:
 	for n := range total {
@@ -160,6 +160,5 @@ schedule:
 		jobs <- job{n: n, due: due}
 	}
 	close(jobs)
-	wg.Wait()
-	return &loadResult{samples: slices.Concat(per...), elapsed: time.Since(start)}
+	return &loadResult{samples: <-done, elapsed: time.Since(start)}
 }

@@ -70,28 +70,36 @@ func (h *harness) deliveries(tag string) map[int][]time.Time {
 }
 
 // await waits up to timeout until the relay has accepted an email for each
-// order of ok, and returns what it accepted for the phase. The relay's
-// attempt counter, cheap to read, decides when the list is worth reading.
-func (h *harness) await(ctx context.Context, tag string, ok []sample, timeout time.Duration) (map[int][]time.Time, error) {
+// order of ok, and returns what it accepted for them. The relay's attempt
+// counter, cheap to read, decides when its list is worth reading.
+func (h *harness) await(ctx context.Context, tag string, ok []sample, timeout time.Duration) (emailOutcome, error) {
 	h.emailed += len(ok)
 	deadline := time.Now().Add(timeout)
-	var got map[int][]time.Time
 	for {
 		if h.mail.Attempts() >= h.emailed-h.missing {
-			if got = h.deliveries(tag); len(got) >= len(ok) {
-				return got, nil
+			if got := h.deliveries(tag); len(got) >= len(ok) {
+				return outcome(ok, got), nil
 			}
 		}
 		if time.Now().After(deadline) {
-			got = h.deliveries(tag)
-			h.missing += max(len(ok)-len(got), 0)
-			h.printf("%s: %d of %d emails within %s", tag, len(got), len(ok), timeout)
-			return got, nil
+			o := outcome(ok, h.deliveries(tag))
+			h.missing += o.missing
+			h.printf("%s: %d of %d emails within %s", tag, o.emailed, len(ok), timeout)
+			return o, nil
 		}
 		if err := sleep(ctx, pollEvery); err != nil {
-			return nil, err
+			return emailOutcome{}, err
 		}
 	}
+}
+
+// post runs load with the orders of phase tag and returns what it got, the
+// orders answered 201, and what each process spent per such order.
+func (h *harness) post(tag string, load func(request) *loadResult) (*loadResult, []sample, *cpuUse) {
+	cpu0 := h.cpuSample()
+	res := load(h.orderRequest(tag))
+	ok := res.ok(http.StatusCreated)
+	return res, ok, h.cpuSince(cpu0, len(ok))
 }
 
 // emailOutcome counts what the relay got for the orders of ok.
@@ -171,15 +179,13 @@ func (h *harness) jetstreamCeiling(ctx context.Context) error {
 
 func (h *harness) latency(ctx context.Context) error {
 	h.printf("latency: open loop, %g orders/s for %s", h.cfg.Rate, h.cfg.RateDuration)
-	cpu0 := h.cpuSample()
-	res := openLoop(ctx, h.ordersAddr, h.cfg.Rate, h.cfg.RateDuration, h.cfg.OpenConns, h.orderRequest("lat"))
-	ok := res.ok(http.StatusCreated)
-	cpu := h.cpuSince(cpu0, len(ok))
-	got, err := h.await(ctx, "lat", ok, h.cfg.WaitTimeout)
+	res, ok, cpu := h.post("lat", func(req request) *loadResult {
+		return openLoop(ctx, h.ordersAddr, h.cfg.Rate, h.cfg.RateDuration, h.cfg.OpenConns, req)
+	})
+	o, err := h.await(ctx, "lat", ok, h.cfg.WaitTimeout)
 	if err != nil {
 		return err
 	}
-	o := outcome(ok, got)
 	lat := make([]time.Duration, 0, len(ok))
 	for _, s := range ok {
 		if first, found := o.first[s.n]; found {
@@ -200,15 +206,14 @@ const never = time.Duration(1<<63 - 1)
 
 func (h *harness) endToEnd(ctx context.Context) error {
 	h.printf("end to end: up to %d orders at c=%d, for at most %s, then their emails", h.cfg.E2EOrders, h.cfg.Concurrency, h.cfg.Duration)
-	start, cpu0 := time.Now(), h.cpuSample()
-	res := closedLoop(ctx, h.ordersAddr, h.cfg.Concurrency, h.cfg.E2EOrders, h.cfg.Duration, h.orderRequest("e2e"))
-	ok := res.ok(http.StatusCreated)
-	cpu := h.cpuSince(cpu0, len(ok))
-	got, err := h.await(ctx, "e2e", ok, h.cfg.WaitTimeout)
+	start := time.Now()
+	res, ok, cpu := h.post("e2e", func(req request) *loadResult {
+		return closedLoop(ctx, h.ordersAddr, h.cfg.Concurrency, h.cfg.E2EOrders, h.cfg.Duration, req)
+	})
+	o, err := h.await(ctx, "e2e", ok, h.cfg.WaitTimeout)
 	if err != nil {
 		return err
 	}
-	o := outcome(ok, got)
 	h.rep.e2e = &e2eFigures{api: res.stats(http.StatusCreated), cpu: cpu, emails: o, elapsed: o.last.Sub(start)}
 	return nil
 }
@@ -222,10 +227,10 @@ func (h *harness) drain(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cpu0 := h.cpuSample()
-	res := closedLoop(ctx, h.ordersAddr, h.cfg.Concurrency, h.cfg.Backlog, h.cfg.DrainTimeout, h.orderRequest("drain"))
-	ok := res.ok(http.StatusCreated)
-	d := &drainFigures{api: res.stats(http.StatusCreated), cpu: h.cpuSince(cpu0, len(ok)), backlog: len(ok)}
+	res, ok, cpu := h.post("drain", func(req request) *loadResult {
+		return closedLoop(ctx, h.ordersAddr, h.cfg.Concurrency, h.cfg.Backlog, h.cfg.DrainTimeout, req)
+	})
+	d := &drainFigures{api: res.stats(http.StatusCreated), cpu: cpu, backlog: len(ok)}
 	h.rep.drain = d
 	h.printf("drain: %d orders queued; starting the dispatcher", len(ok))
 	start := time.Now()
