@@ -2,6 +2,9 @@ package bench
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -54,6 +57,9 @@ type Config struct {
 	// Backlog is how many orders the drain phase queues while the
 	// dispatcher is stopped.
 	Backlog int
+	// LogEmails runs the notifier without a relay: it logs each email
+	// instead of sending it, and the bench reads its log.
+	LogEmails bool
 	// SMTPLatency is how long the relay takes to answer the final "." of
 	// each message.
 	SMTPLatency time.Duration
@@ -133,8 +139,10 @@ type harness struct {
 	log  io.Writer
 	dir  string
 	mail *smtptest.Server
-	nc   *nats.Conn
-	js   jetstream.JetStream
+	// logged reads the notifier's log for its emails, with LogEmails.
+	logged *logSink
+	nc     *nats.Conn
+	js     jetstream.JetStream
 
 	nats, orders, dispatcher, notifier, fiber *proc
 	ordersAddr, notifierAddr, fiberAddr       string
@@ -277,11 +285,21 @@ func (h *harness) setup(ctx context.Context) error {
 	if h.orders, err = newP("orders", env("orders", "ORDERS_ADDR="+h.ordersAddr)); err != nil {
 		return err
 	}
-	if h.dispatcher, err = newP("dispatcher", env("dispatcher", "DISPATCHER_ADDR="+dispatcherAddr,
-		"NOTIFICATION_WEBHOOK_URL=http://"+h.notifierAddr+"/webhook/order-paid")); err != nil {
+	adminToken, secretsKey, err := adminSettings()
+	if err != nil {
 		return err
 	}
-	if h.notifier, err = newP("notifier", env("notifier", "NOTIFIER_ADDR="+h.notifierAddr, "SMTP_ADDR="+h.mail.Addr)); err != nil {
+	if h.dispatcher, err = newP("dispatcher", env("dispatcher", "DISPATCHER_ADDR="+dispatcherAddr,
+		"NOTIFICATION_WEBHOOK_URL=http://"+h.notifierAddr+"/webhook/order-paid",
+		"ADMIN_TOKEN="+adminToken, "SECRETS_KEY="+secretsKey, "ALLOWED_NETWORKS=127.0.0.0/8")); err != nil {
+		return err
+	}
+	relay := "SMTP_ADDR=" + h.mail.Addr
+	if h.cfg.LogEmails {
+		relay = "SMTP_ADDR="
+		h.logged = &logSink{path: filepath.Join(logs, "notifier.log")}
+	}
+	if h.notifier, err = newP("notifier", env("notifier", "NOTIFIER_ADDR="+h.notifierAddr, relay)); err != nil {
 		return err
 	}
 	for _, svc := range Services {
@@ -414,4 +432,14 @@ func (h *harness) processes() map[string]*proc {
 		}
 	}
 	return m
+}
+
+// adminSettings returns a fresh ADMIN_TOKEN and SECRETS_KEY for the
+// dispatcher of one run.
+func adminSettings() (token, key string, err error) {
+	b := make([]byte, 64)
+	if _, err := rand.Read(b); err != nil {
+		return "", "", err
+	}
+	return hex.EncodeToString(b[:32]), base64.StdEncoding.EncodeToString(b[32:]), nil
 }

@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -159,5 +161,32 @@ func BenchmarkSign(b *testing.B) {
 				_ = webhook.Sign(secrets, "evt_0193a5b2-7c1e-7d3a-9f00-1b2c3d4e5f60", now, body)
 			}
 		})
+	}
+}
+
+// TestLogSink reads the emails of a notifier that logs them, across reads
+// that end mid-line.
+func TestLogSink(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "notifier.log")
+	write := func(s string) {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteString(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := &logSink{path: path}
+	write(`{"time":"2026-12-01T10:00:00.5Z","level":"INFO","msg":"Sending confirmation email to e2e-1@bench.example.com for order x"}` + "\n")
+	write(`{"time":"2026-12-01T10:00:01Z","level":"INFO","msg":"email sent"}` + "\n" + `{"time":"2026-12-01T10:00:02Z","msg":"Sending confirmation email to e2e-2@bench`)
+	if got := s.read(); len(got) != 1 || got[0].to != "e2e-1@bench.example.com" {
+		t.Fatalf("first read: %+v", got)
+	}
+	write(`.example.com for order y"}` + "\n")
+	got := s.read()
+	if len(got) != 2 || got[1].to != "e2e-2@bench.example.com" || got[1].at.Second() != 2 {
+		t.Fatalf("second read: %+v", got)
 	}
 }

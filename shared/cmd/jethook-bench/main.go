@@ -68,6 +68,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.OpenConns, "open-conns", bench.DefaultOpenConns, "open loop: connections at most")
 	fs.IntVar(&cfg.E2EOrders, "e2e-orders", bench.DefaultE2EOrders, "end to end: orders at most")
 	fs.IntVar(&cfg.Backlog, "backlog", bench.DefaultBacklog, "drain: orders queued while the dispatcher is stopped")
+	fs.BoolVar(&cfg.LogEmails, "log-emails", false, "run the notifier without a relay, logging each email instead of sending it")
 	fs.DurationVar(&cfg.SMTPLatency, "smtp-latency", 0, "the relay's wait before it answers the final \".\" of each message")
 	fs.DurationVar(&cfg.WaitTimeout, "wait-timeout", bench.DefaultWaitTimeout, "bound of the wait for a phase's emails")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", bench.DefaultDrainTimeout, "bound of the drain, and of queueing its backlog")
