@@ -55,7 +55,7 @@ type Server struct {
 	// inFlight and peak count messages between the end of DATA and the
 	// server's answer, to show how many a client sends at once.
 	inFlight, peak int
-	opts options
+	opts           options
 	// authFailures counts refused AUTH attempts.
 	authFailures int
 	// stall, while not nil, holds every message at the end of DATA until
