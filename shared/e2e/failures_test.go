@@ -13,20 +13,25 @@ import (
 )
 
 // TestEndpointDownDoesNotDelayAnother: while one receiver is down for
-// 30 s, the other gets every event of the outage as fast as before it, and
-// the one that was down gets them all once it is back.
+// 30 s and another answers only after 5 s, a healthy one gets every event
+// of the outage as fast as before it (its latency is logged, and only a
+// delay a hundred times its usual one fails the test), and the one that
+// was down gets them all once it is back.
 func TestEndpointDownDoesNotDelayAnother(t *testing.T) {
 	t.Parallel()
 	const outage = 30 * time.Second
 	s := startSystem(t, options{dispatcherEnv: map[string]string{
+		// The slow endpoint's answers come within the timeout.
+		"HTTP_TIMEOUT": "6s",
 		// The down endpoint's events wait out the outage rather than run
 		// out of attempts, and its breaker probes often enough to notice
 		// it is back within seconds.
 		"MAX_DELIVER": "1000", "BREAKER_FAILURES": "5", "BREAKER_COOLOFF": "1s", "BREAKER_COOLOFF_MAX": "2s",
 	}})
-	healthy, down := newReceiver(t), newReceiver(t)
+	healthy, down, slow := newReceiver(t), newReceiver(t), newReceiver(t)
 	s.subscribe(healthy, "order.paid")
 	subDown := s.subscribe(down, "order.paid")
+	s.subscribe(slow, "order.paid")
 
 	// latency orders one event and waits for the healthy receiver to
 	// accept it: from POST /orders to the webhook.
@@ -43,8 +48,10 @@ func TestEndpointDownDoesNotDelayAnother(t *testing.T) {
 		before = append(before, d)
 		baseline = append(baseline, id)
 	}
-	waitAccepted(t, down, "the events before the outage at the other receiver", baseline...)
+	waitAccepted(t, down, "the events before the outage at the receiver to go down", baseline...)
+	waitAccepted(t, slow, "the events before the outage at the receiver to slow down", baseline...)
 	down.down()
+	slow.answerAfter(5 * time.Second)
 	start := time.Now()
 	var during []time.Duration
 	var outageEvents []string
@@ -64,8 +71,15 @@ func TestEndpointDownDoesNotDelayAnother(t *testing.T) {
 		t.Fatalf("the down endpoint's consumer holds nothing for it: %+v", info)
 	}
 	t.Logf("healthy endpoint, from POST /orders to its webhook: before the outage %s; "+
-		"during the 30 s outage of the other (%d events) %s",
-		figures(before), len(during), figures(during))
+		"during the 30 s outage of another and the slowness of a third (%d events) %s; the slow one had received %d of them",
+		figures(before), len(during), figures(during), len(slow.accepted())-len(baseline))
+	// A few milliseconds as a rule, so the bound is a hundred times that:
+	// only a healthy endpoint made to wait on the slow one's answers,
+	// which take 5 s, comes near it.
+	if p95 := quantile(during, 0.95); p95 > time.Second {
+		t.Errorf("the healthy endpoint's 95th percentile latency was %s during the outage, against %s before",
+			p95, quantile(before, 0.95))
+	}
 
 	down.up()
 	waitAccepted(t, down, "every event of the outage at the endpoint that was down", outageEvents...)
@@ -75,10 +89,15 @@ func TestEndpointDownDoesNotDelayAnother(t *testing.T) {
 
 // figures summarises latencies: median, 95th percentile and maximum.
 func figures(d []time.Duration) string {
+	at := func(q float64) time.Duration { return quantile(d, q).Round(100 * time.Microsecond) }
+	return fmt.Sprintf("p50 %s, p95 %s, max %s", at(0.5), at(0.95), at(1))
+}
+
+// quantile returns the q-quantile of d, 0 ≤ q ≤ 1.
+func quantile(d []time.Duration, q float64) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
-	at := func(q float64) time.Duration { return s[int(q*float64(len(s)-1))].Round(100 * time.Microsecond) }
-	return fmt.Sprintf("p50 %s, p95 %s, max %s", at(0.5), at(0.95), at(1))
+	return s[int(q*float64(len(s)-1))]
 }
 
 // TestGoneDisables: a 410 Gone disables the subscription at once (reason

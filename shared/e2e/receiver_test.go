@@ -20,6 +20,8 @@ type receiver struct {
 	t      *testing.T
 	addr   string
 	status atomic.Int32
+	// delay is how long it takes to answer a verified webhook.
+	delay atomic.Int64
 
 	mu      sync.Mutex
 	secrets []webhook.Secret
@@ -65,6 +67,10 @@ func (r *receiver) trust(secrets string) {
 // answer sets the status of the answer to a verified webhook.
 func (r *receiver) answer(status int) { r.status.Store(int32(status)) }
 
+// answerAfter makes the receiver take d to answer a verified webhook, as
+// an overloaded endpoint does.
+func (r *receiver) answerAfter(d time.Duration) { r.delay.Store(int64(d)) }
+
 // up starts listening; down stops it, so that the dispatcher's
 // connections are refused.
 func (r *receiver) up() {
@@ -105,6 +111,13 @@ func (r *receiver) serve(w http.ResponseWriter, req *http.Request) {
 	}
 	d.body, d.verified, d.answered = msg.Body, true, int(r.status.Load())
 	r.record(d)
+	if delay := time.Duration(r.delay.Load()); delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-req.Context().Done():
+			return
+		}
+	}
 	w.WriteHeader(d.answered)
 }
 

@@ -449,6 +449,7 @@ func TestSSRFRefused(t *testing.T) {
 	var sub subscriptionView
 	a.call(http.MethodPost, "/v1/subscriptions", `{"url":"`+named+`","event_types":["order.paid"]}`, http.StatusCreated, &sub)
 	s.neverLogged("the secret of "+sub.ID, sub.Secret)
+	rc.trust(sub.Secret)
 	// A patch to a refused literal is refused too, and changes nothing.
 	if status, b := a.do(http.MethodPatch, "/v1/subscriptions/"+sub.ID, "application/json",
 		`{"url":"`+rc.url()+`"}`, http.Header{"If-Match": {"*"}}, false); status != http.StatusUnprocessableEntity {
