@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"github.com/jethook/jethook/shared/testkit"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -360,13 +361,8 @@ func (s *system) neverLogged(what, secret string) {
 func (s *system) startReplica(change map[string]string) (*proc, string) {
 	s.t.Helper()
 	addr := freeAddr(s.t)
-	env := map[string]string{}
-	for k, v := range s.dispatcherEnv {
-		env[k] = v
-	}
-	for k, v := range change {
-		env[k] = v
-	}
+	env := maps.Clone(s.dispatcherEnv)
+	maps.Copy(env, change)
 	env["DISPATCHER_ADDR"] = addr
 	p := newProc(s.t, "dispatcher", env)
 	s.mu.Lock()
