@@ -117,10 +117,7 @@ func TestGoneDisables(t *testing.T) {
 		v := a.subscriptionOf(sub.ID)
 		return v.Status == "disabled" && v.DisabledReason == "gone"
 	})
-	eventually(t, 10*time.Second, "its consumer paused", func() bool {
-		info := s.consumerInfo(sub.ID)
-		return info != nil && info.Paused
-	})
+	s.waitPaused(sub.ID, true)
 	later := s.createOrder("", "later@example.com")
 	// The later event is delivered to sub_notifier, and waits in the
 	// disabled subscription's consumer.
@@ -156,10 +153,7 @@ func TestGoneDisables(t *testing.T) {
 	if n := len(rc.of(first.EventID)); n != 1 {
 		t.Fatalf("the event answered 410 was sent %d times, want once (it is a dead letter)", n)
 	}
-	eventually(t, 10*time.Second, "the consumer resumed", func() bool {
-		info := s.consumerInfo(sub.ID)
-		return info != nil && !info.Paused
-	})
+	s.waitPaused(sub.ID, false)
 }
 
 // TestBreakerPausesAndResumes: after BREAKER_FAILURES failures in a row the
@@ -199,10 +193,7 @@ func TestBreakerPausesAndResumes(t *testing.T) {
 	eventually(t, 20*time.Second, "the subscription enabled again by a success", func() bool {
 		return a.subscriptionOf(sub.ID).Status == "enabled" && rc.accepted()[o.EventID] == 1
 	})
-	eventually(t, 10*time.Second, "the consumer resumed", func() bool {
-		info := s.consumerInfo(sub.ID)
-		return info != nil && !info.Paused
-	})
+	s.waitPaused(sub.ID, false)
 	got := rc.of(o.EventID)
 	// The margin allows for the clocks of the pause being read a little
 	// apart; a probe sent with the breaker open would come at once.

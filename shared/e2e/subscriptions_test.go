@@ -127,6 +127,17 @@ func (s *system) consumerInfo(subID string) *jetstream.ConsumerInfo {
 	return info
 }
 
+// waitPaused waits until the subscription's consumer is paused on the
+// server, or, with paused false, until it is not.
+func (s *system) waitPaused(subID string, paused bool) {
+	s.t.Helper()
+	what := map[bool]string{true: "paused", false: "resumed"}[paused]
+	eventually(s.t, 10*time.Second, "consumer "+natsx.SubscriptionConsumer(subID)+" "+what, func() bool {
+		info := s.consumerInfo(subID)
+		return info != nil && info.Paused == paused
+	})
+}
+
 // announced reports whether OPS holds an event of kind (paused, disabled,
 // …) about the subscription.
 func (s *system) announced(kind, subID string) bool {
