@@ -29,17 +29,28 @@ func TestEndpointDownDoesNotDelayAnother(t *testing.T) {
 		"MAX_DELIVER": "1000", "BREAKER_FAILURES": "5", "BREAKER_COOLOFF": "1s", "BREAKER_COOLOFF_MAX": "2s",
 	}})
 	healthy, down, slow := newReceiver(t), newReceiver(t), newReceiver(t)
-	s.subscribe(healthy, "order.paid")
+	subHealthy := s.subscribe(healthy, "order.paid")
 	subDown := s.subscribe(down, "order.paid")
 	s.subscribe(slow, "order.paid")
 
+	// slowest is the healthy endpoint's slowest event, and how long its
+	// POST /orders took.
+	var slowest struct {
+		id         string
+		total, api time.Duration
+	}
 	// latency orders one event and waits for the healthy receiver to
 	// accept it: from POST /orders to the webhook.
 	latency := func(i int) (string, time.Duration) {
 		ordered := time.Now()
 		o := s.createOrder("", fmt.Sprintf("iso%d@example.com", i))
+		api := time.Since(ordered)
 		waitAccepted(t, healthy, "event "+o.EventID+" at the healthy receiver", o.EventID)
-		return o.EventID, healthy.of(o.EventID)[0].at.Sub(ordered)
+		d := healthy.of(o.EventID)[0].at.Sub(ordered)
+		if d > slowest.total {
+			slowest.id, slowest.total, slowest.api = o.EventID, d, api
+		}
+		return o.EventID, d
 	}
 	var before []time.Duration
 	var baseline []string
@@ -48,6 +59,7 @@ func TestEndpointDownDoesNotDelayAnother(t *testing.T) {
 		before = append(before, d)
 		baseline = append(baseline, id)
 	}
+	slowest.total = 0
 	waitAccepted(t, down, "the events before the outage at the receiver to go down", baseline...)
 	waitAccepted(t, slow, "the events before the outage at the receiver to slow down", baseline...)
 	down.down()
@@ -73,6 +85,9 @@ func TestEndpointDownDoesNotDelayAnother(t *testing.T) {
 	t.Logf("healthy endpoint, from POST /orders to its webhook: before the outage %s; "+
 		"during the 30 s outage of another and the slowness of a third (%d events) %s; the slow one had received %d of them",
 		figures(before), len(during), figures(during), len(slow.accepted())-len(baseline))
+	t.Logf("its slowest event during the outage took %s, of which POST /orders %s; %d attempts",
+		slowest.total.Round(100*time.Microsecond), slowest.api.Round(100*time.Microsecond),
+		len(s.admin().attempts(subHealthy.ID, "event_id="+url.QueryEscape(slowest.id))))
 	// A few milliseconds as a rule, so the bound is a hundred times that:
 	// only a healthy endpoint made to wait on the slow one's answers,
 	// which take 5 s, comes near it.
