@@ -77,7 +77,7 @@ func (a *adminAPI) call(method, path, body string, want int, out any) {
 	}
 }
 
-// subscription reads one subscription.
+// subscriptionOf reads one subscription.
 func (a *adminAPI) subscriptionOf(id string) subscriptionView {
 	a.t.Helper()
 	var v subscriptionView
