@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"github.com/jethook/jethook/shared/testkit"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -236,6 +237,15 @@ type system struct {
 	notifyURL  string
 	dispAddr   string
 	js         jetstream.JetStream
+	// dispatcherEnv is the whole environment of the first dispatcher,
+	// which further replicas start from.
+	dispatcherEnv map[string]string
+	// replicas are the dispatchers started after the first.
+	replicas []*proc
+
+	mu sync.Mutex
+	// secrets are what no process may ever log, by what they are.
+	secrets map[string]string
 }
 
 // adminEnv holds the dispatcher's settings for its admin API and SSRF
@@ -307,7 +317,8 @@ func startSystem(t *testing.T, o options) *system {
 	for k, v := range o.dispatcherEnv {
 		denv[k] = v
 	}
-	s.dispatcher = newProc(t, "dispatcher", common(denv))
+	s.dispatcherEnv = common(denv)
+	s.dispatcher = newProc(t, "dispatcher", s.dispatcherEnv)
 	for _, p := range []*proc{s.orders, s.notifier, s.dispatcher} {
 		p.start()
 	}
@@ -316,14 +327,16 @@ func startSystem(t *testing.T, o options) *system {
 	// output once the test is over (cleanups run last-in, first-out, so
 	// this runs after the processes were stopped and their output is
 	// complete).
-	secrets := map[string]string{"the webhook secret": strings.TrimPrefix(secret, "whsec_")}
+	s.secrets = map[string]string{"the webhook secret": strings.TrimPrefix(secret, "whsec_")}
 	if secure != nil {
-		secrets["the NATS password"] = secure.password
+		s.secrets["the NATS password"] = secure.password
 	}
 	t.Cleanup(func() {
-		for _, p := range []*proc{s.orders, s.notifier, s.dispatcher} {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, p := range append([]*proc{s.orders, s.notifier, s.dispatcher}, s.replicas...) {
 			p.kill()
-			for what, value := range secrets {
+			for what, value := range s.secrets {
 				if strings.Contains(p.out.String(), value) {
 					t.Errorf("%s logged %s", p.name, what)
 				}
@@ -332,6 +345,32 @@ func startSystem(t *testing.T, o options) *system {
 	})
 	s.waitReady()
 	return s
+}
+
+// neverLogged adds a secret to those no process may log, such as a
+// subscription's secret; what names it in the failure.
+func (s *system) neverLogged(what, secret string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.secrets[what] = strings.TrimPrefix(secret, "whsec_")
+}
+
+// startReplica starts one more dispatcher process on the same NATS, with
+// the first one's settings, its own address and the given changes, and
+// waits until it is ready. It returns the process and its address.
+func (s *system) startReplica(change map[string]string) (*proc, string) {
+	s.t.Helper()
+	addr := freeAddr(s.t)
+	env := maps.Clone(s.dispatcherEnv)
+	maps.Copy(env, change)
+	env["DISPATCHER_ADDR"] = addr
+	p := newProc(s.t, "dispatcher", env)
+	s.mu.Lock()
+	s.replicas = append(s.replicas, p)
+	s.mu.Unlock()
+	p.start()
+	waitHTTP(s.t, "http://"+addr+"/readyz", 200, 20*time.Second)
+	return p, addr
 }
 
 func (s *system) waitReady() {
