@@ -539,7 +539,10 @@ func (h *harness) injectOne(ctx context.Context, start, end time.Time, f Fault) 
 		h.mail.RejectRecipients(nil)
 		h.log.printf("fault %s over", f.Kind)
 	case SMTPSlow:
-		h.slowGuard.Lock()
+		if !h.slowGuard.TryLock() {
+			h.log.printf("fault %s waits for a notifier's stop to end", f.Kind)
+			h.slowGuard.Lock()
+		}
 		defer h.slowGuard.Unlock()
 		h.mail.SetLatency(slowDotLatency)
 		injected("the mail server answers each final dot after %s, for %.2fs", slowDotLatency, f.For.Seconds())
@@ -577,7 +580,8 @@ func (h *harness) waitSlowAnswers(f Fault) {
 
 func (h *harness) stopAndRestart(f Fault, sig syscall.Signal, timeout time.Duration, injected func(string, ...any), wait func()) {
 	p := h.byTarget[f.target()]
-	if stopsNotifier(f.Kind) {
+	if stopsNotifier(f.Kind) && !h.slowGuard.TryRLock() {
+		h.log.printf("fault %s waits for the slow relay's last answers", f.Kind)
 		h.slowGuard.RLock()
 	}
 	pid := p.pid()
