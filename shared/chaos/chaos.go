@@ -125,6 +125,11 @@ type Result struct {
 	// relay refused for good during a reject window, each with its dead
 	// letter; RecipientsRefused counts the relay's 550 answers.
 	Refused, RecipientsRefused int
+	// RefusedThenSent counts orders with a refusal dead letter that were
+	// emailed all the same: their webhook came again after the window
+	// (a dispatcher that died before its ack, a receiver that hung), found
+	// no email sent and sent it.
+	RefusedThenSent int
 	// Unexpected counts order ids with an email but without a 201; Unknown
 	// counts those the orders service does not know either, or emails
 	// that name no order.

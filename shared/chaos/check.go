@@ -258,6 +258,10 @@ func (h *harness) count(ctx context.Context, orders []placed) {
 			// A 201 lost on the way and then replayed can come after the
 			// email; such an order counts as instant.
 			latencies = append(latencies, max(first[id].Sub(o.acked), 0))
+			if explained[id] {
+				r.RefusedThenSent++
+				h.log.printf("order %s was refused during a reject window and emailed later: its webhook came again and found no email sent", id)
+			}
 		case explained[id]:
 			r.Refused++
 		default:
@@ -380,8 +384,8 @@ func (h *harness) report() {
 	h.log.printf("faults injected %d of %d planned: %s", r.Faults, r.Planned, strings.Join(kinds, " "))
 	h.log.printf("orders=%d acked=%d unresolved=%d rejected=%d emails=%d lost=%d duplicated=%d refused=%d unexpected=%d unknown=%d",
 		r.Orders, r.Acked, r.Unresolved, r.Rejected, r.Emails, r.Lost, r.Duplicated, r.Refused, r.Unexpected, r.Unknown)
-	h.log.printf("dead letters: %d, %d of them refusals (the relay refused %d recipients with 550), %d unexplained",
-		len(r.DeadLetters), len(r.DeadLetters)-len(r.UnexplainedDeadLetters), r.RecipientsRefused, len(r.UnexplainedDeadLetters))
+	h.log.printf("dead letters: %d, %d of them refusals (the relay refused %d recipients with 550; %d of those orders were emailed later), %d unexplained",
+		len(r.DeadLetters), len(r.DeadLetters)-len(r.UnexplainedDeadLetters), r.RecipientsRefused, r.RefusedThenSent, len(r.UnexplainedDeadLetters))
 	h.log.printf("Retry-After: %d answers, %d webhooks retried sooner than asked", r.RetryAfterAnswers, len(r.RetryAfterEarly))
 	var fwd []string
 	for i, n := range r.Forwarded {
