@@ -305,13 +305,15 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 		hold := s.hold
 		s.held++
 		s.mu.Unlock()
+		var stopping bool
 		select {
 		case <-hold:
 		case <-s.closed:
+			stopping = true
 		}
 		s.mu.Lock()
 		s.held--
-		if closed(s.closed) {
+		if stopping {
 			s.mu.Unlock()
 			return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "shutting down"}
 		}
@@ -323,15 +325,6 @@ func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
 	s.mu.Unlock()
 	ss.from = from
 	return nil
-}
-
-func closed(c chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
 }
 
 func (ss *session) Rcpt(to string, _ *smtp.RcptOptions) error {
