@@ -23,7 +23,7 @@ race:
 
 ## build: the service binaries and the dev runner into ./bin
 build:
-	$(GO) build -o $(BIN)/ ./orders/cmd/orders ./dispatcher/cmd/dispatcher ./notifier/cmd/notifier ./shared/cmd/jethook-dev
+	$(GO) build -o $(BIN)/ ./orders/cmd/orders ./dispatcher/cmd/dispatcher ./notifier/cmd/notifier ./shared/cmd/jethook-dev ./shared/cmd/jethook-receiver
 
 ## lint: formatting and vet
 lint:

@@ -11,12 +11,13 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/jethook/jethook/shared/natstest"
+	"github.com/jethook/jethook/shared/testkit"
 )
 
 // TestLoadNATS: each credential and TLS variable is checked at start, and
 // each mistake is one line naming its variable, with no password or seed.
 func TestLoadNATS(t *testing.T) {
-	ca := natstest.NewCA(t)
+	ca := testkit.NewCA(t)
 	cert, key := ca.Issue(t, "client")
 	otherCert, _ := ca.Issue(t, "other")
 	_, seedFile := natstest.NewNKeyUser(t)

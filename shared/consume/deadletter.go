@@ -1,6 +1,7 @@
 package consume
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strconv"
@@ -35,9 +36,16 @@ const maxHeaderLen = 512
 // waits for the PubAck. The copy's Nats-Msg-Id names the owner and the
 // original message, so that a copy published again after a crash between
 // publish and term is deduplicated, while the same event dead-lettered by
-// another subscription, or again after a replay, is kept.
+// another subscription, or again after a replay, is kept. A message that
+// is itself a redelivery (it carries Jethook-Original-Subject) keeps the
+// origin it names: its dead letter goes where the first one went.
 func (r *Runner) deadLetter(ctx context.Context, m *Msg, d Decision) error {
-	cp := nats.NewMsg(natsx.DeadletterSubject(r.owner(), m.Subject()))
+	owner := cmp.Or(d.Owner, r.owner())
+	subject, stream, seq := m.Subject(), m.Meta.Stream, strconv.FormatUint(m.Meta.Sequence.Stream, 10)
+	if h := m.Headers(); h.Get(HeaderOriginalSubject) != "" {
+		subject, stream, seq = h.Get(HeaderOriginalSubject), h.Get(HeaderOriginalStream), h.Get(HeaderOriginalSequence)
+	}
+	cp := nats.NewMsg(natsx.DeadletterSubject(owner, subject))
 	cp.Data = m.Data()
 	// The original's own headers travel along (a trace context, say), but
 	// not its JetStream ones: its Nats-Msg-Id would deduplicate the copy.
@@ -47,11 +55,10 @@ func (r *Runner) deadLetter(ctx context.Context, m *Msg, d Decision) error {
 		}
 	}
 	h := cp.Header
-	seq := strconv.FormatUint(m.Meta.Sequence.Stream, 10)
-	h.Set(HeaderOriginalSubject, m.Subject())
-	h.Set(HeaderOriginalStream, m.Meta.Stream)
+	h.Set(HeaderOriginalSubject, subject)
+	h.Set(HeaderOriginalStream, stream)
 	h.Set(HeaderOriginalSequence, seq)
-	h.Set(HeaderSubscription, r.owner())
+	h.Set(HeaderSubscription, owner)
 	h.Set(HeaderAttempts, strconv.FormatUint(m.Meta.NumDelivered, 10))
 	h.Set(HeaderReason, HeaderValue(d.Reason))
 	if d.Err != nil {
@@ -61,7 +68,9 @@ func (r *Runner) deadLetter(ctx context.Context, m *Msg, d Decision) error {
 	for k, v := range d.Headers {
 		h[k] = v
 	}
-	h.Set(jetstream.MsgIDHeader, r.owner()+":"+m.Meta.Stream+":"+seq)
+	// The id names the message actually settled, so that a replayed
+	// event that fails again is kept beside its first dead letter.
+	h.Set(jetstream.MsgIDHeader, owner+":"+m.Meta.Stream+":"+strconv.FormatUint(m.Meta.Sequence.Stream, 10))
 	if _, err := r.cfg.JS.PublishMsg(ctx, cp, jetstream.WithExpectStream(natsx.StreamDeadletter)); err != nil {
 		return fmt.Errorf("publish dead-letter copy: %w", err)
 	}

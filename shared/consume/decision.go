@@ -63,6 +63,12 @@ type Decision struct {
 	// Headers are added to the dead-letter copy, such as the last HTTP
 	// status or SMTP reply (Jethook-* names).
 	Headers nats.Header
+	// Owner, when set, is whose dead letter this is, in place of the
+	// runner's: one consumer that delivers for many subscriptions files
+	// each dead letter under its subscription.
+	Owner string
+	// Detail is the handler's own account of the work, for its Observe.
+	Detail any
 }
 
 // Ack is the decision for work that is done.

@@ -21,6 +21,11 @@ import (
 type Msg struct {
 	jetstream.Msg
 	Meta *jetstream.MsgMetadata
+	// AckFloor is the consumer's ack floor as the runner last read it: a
+	// stream sequence below which every message was settled, 0 when not
+	// known. A handler may record it, as where a consumer created again
+	// should resume.
+	AckFloor uint64
 }
 
 // Attempt is the message's delivery count, 1 for the first delivery.
@@ -224,7 +229,9 @@ func (r *Runner) finish(cancelWork context.CancelFunc) {
 // pull fetches as many messages as there are free workers and hands each
 // to one, until ctx ends or a fetch fails.
 func (r *Runner) pull(ctx, work context.Context, cons jetstream.Consumer, slots chan struct{}) error {
-	nextFloor, readAt := time.Now().Add(ackFloorEvery), r.settled.Load()
+	floorCtx, stopFloor := context.WithCancel(ctx)
+	defer stopFloor()
+	go r.followAckFloor(floorCtx, cons)
 	for {
 		n, ok := acquire(ctx, slots)
 		if !ok {
@@ -259,8 +266,23 @@ func (r *Runner) pull(ctx, work context.Context, cons jetstream.Consumer, slots 
 		if r.reprovision.Swap(false) {
 			return errStreamMissing
 		}
-		if settled := r.settled.Load(); settled != readAt && time.Now().After(nextFloor) {
-			nextFloor, readAt = time.Now().Add(ackFloorEvery), settled
+	}
+}
+
+// followAckFloor reads the consumer's ack floor every ackFloorEvery while
+// messages are being settled, until ctx ends.
+func (r *Runner) followAckFloor(ctx context.Context, cons jetstream.Consumer) {
+	t := time.NewTicker(ackFloorEvery)
+	defer t.Stop()
+	readAt := r.settled.Load()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if settled := r.settled.Load(); settled != readAt {
+			readAt = settled
 			r.readAckFloor(ctx, cons)
 		}
 	}
@@ -329,7 +351,7 @@ func (r *Runner) handle(work context.Context, raw jetstream.Msg) {
 		r.log.Error("message without JetStream metadata", "subject", raw.Subject(), "error", err)
 		return
 	}
-	m := &Msg{Msg: raw, Meta: meta}
+	m := &Msg{Msg: raw, Meta: meta, AckFloor: r.ackFloor.Load()}
 	_ = m.InProgress()
 	stop := r.heartbeat(m)
 	defer stop()

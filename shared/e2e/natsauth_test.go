@@ -21,19 +21,20 @@ import (
 	"github.com/jethook/jethook/shared/config"
 	"github.com/jethook/jethook/shared/natstest"
 	"github.com/jethook/jethook/shared/natsx"
+	"github.com/jethook/jethook/shared/testkit"
 )
 
 // secureNATS is NATS as production runs it: TLS only, from a CA made for
 // the test, client certificates verified, and a user with a password.
 type secureNATS struct {
-	ca        *natstest.CA
+	ca        *testkit.CA
 	cert, key string
 	password  string
 }
 
 func newSecureNATS(t *testing.T) *secureNATS {
 	t.Helper()
-	ca := natstest.NewCA(t)
+	ca := testkit.NewCA(t)
 	cert, key := ca.Issue(t, "jethook")
 	b := make([]byte, 16)
 	if _, err := rand.Read(b); err != nil {
@@ -187,7 +188,7 @@ func TestBadNATSURLHidesThePassword(t *testing.T) {
 // are valid nats-server configurations; and the single node's admits a
 // service set up as the README says, over which JetStream works.
 func TestDeployProductionExamples(t *testing.T) {
-	ca := natstest.NewCA(t)
+	ca := testkit.NewCA(t)
 	tlsDir := t.TempDir()
 	copyFile(t, ca.CertFile, filepath.Join(tlsDir, "ca.pem"))
 	for _, name := range []string{"server", "route"} {

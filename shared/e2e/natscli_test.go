@@ -152,11 +152,12 @@ type cliStreamInfo struct {
 
 type cliConsumerInfo struct {
 	Config struct {
-		Durable       string `json:"durable_name"`
-		AckPolicy     string `json:"ack_policy"`
-		AckWait       int64  `json:"ack_wait"`
-		MaxDeliver    int    `json:"max_deliver"`
-		FilterSubject string `json:"filter_subject"`
+		Durable        string   `json:"durable_name"`
+		AckPolicy      string   `json:"ack_policy"`
+		AckWait        int64    `json:"ack_wait"`
+		MaxDeliver     int      `json:"max_deliver"`
+		FilterSubject  string   `json:"filter_subject"`
+		FilterSubjects []string `json:"filter_subjects"`
 	} `json:"config"`
 	NumPending     uint64 `json:"num_pending"`
 	NumAckPending  int    `json:"num_ack_pending"`
@@ -209,6 +210,9 @@ func TestNATSCLI(t *testing.T) {
 			{name: "ORDERS", subjects: []string{"orders.>"}, retention: "limits", messages: 4, maxAge: 7 * 24 * time.Hour},
 			{name: "NOTIFICATIONS", subjects: []string{"notifications.>"}, retention: "workqueue", messages: 0},
 			{name: "DEADLETTER", subjects: []string{"deadletter.>"}, retention: "limits", messages: 1, maxAge: 30 * 24 * time.Hour},
+			{name: "DELIVERY_ATTEMPTS", subjects: []string{"attempts.>"}, retention: "limits", messages: 3, maxAge: 30 * 24 * time.Hour},
+			{name: "REDELIVERIES", subjects: []string{"redeliver.>"}, retention: "workqueue", messages: 0},
+			{name: "OPS", subjects: []string{"ops.>"}, retention: "limits", messages: 1, maxAge: 30 * 24 * time.Hour},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -243,7 +247,8 @@ func TestNATSCLI(t *testing.T) {
 			// The harness sets HTTP_TIMEOUT=1s: AckWait is that plus 5 s.
 			// MaxDeliver is unlimited: the dispatcher counts attempts itself
 			// and dead-letters at MAX_DELIVER.
-			{stream: "ORDERS", name: "dispatcher", filter: "orders.paid.>", ackWait: 6 * time.Second, maxDeliver: -1},
+			{stream: "ORDERS", name: "wh-sub_notifier", filter: "orders.paid.>", ackWait: 6 * time.Second, maxDeliver: -1},
+			{stream: "REDELIVERIES", name: "redeliver", ackWait: 6 * time.Second, maxDeliver: -1},
 			{stream: "NOTIFICATIONS", name: "notifier-email", filter: "notifications.order-paid", maxDeliver: -1},
 		}
 		for _, tt := range tests {
@@ -252,9 +257,13 @@ func TestNATSCLI(t *testing.T) {
 				var info cliConsumerInfo
 				cli.json(&info, "consumer", "info", tt.stream, tt.name)
 				c := info.Config
-				if c.Durable != tt.name || c.AckPolicy != "explicit" || c.FilterSubject != tt.filter || c.MaxDeliver != tt.maxDeliver {
+				filter := c.FilterSubject
+				if len(c.FilterSubjects) == 1 {
+					filter = c.FilterSubjects[0]
+				}
+				if c.Durable != tt.name || c.AckPolicy != "explicit" || filter != tt.filter || c.MaxDeliver != tt.maxDeliver {
 					t.Errorf("durable %q, ack_policy %q, filter %q, max_deliver %d; want %q, \"explicit\", %q, %d",
-						c.Durable, c.AckPolicy, c.FilterSubject, c.MaxDeliver, tt.name, tt.filter, tt.maxDeliver)
+						c.Durable, c.AckPolicy, filter, c.MaxDeliver, tt.name, tt.filter, tt.maxDeliver)
 				}
 				if tt.ackWait != 0 && time.Duration(c.AckWait) != tt.ackWait {
 					t.Errorf("ack_wait %s, want %s", time.Duration(c.AckWait), tt.ackWait)
@@ -264,6 +273,13 @@ func TestNATSCLI(t *testing.T) {
 						info.NumPending, info.NumAckPending, info.NumRedelivered)
 				}
 			})
+		}
+	})
+
+	t.Run("one consumer per subscription", func(t *testing.T) {
+		cli := cli.on(t)
+		if got, want := cli.lines("consumer", "ls", "ORDERS", "--names"), []string{"wh-sub_notifier"}; !slices.Equal(got, want) {
+			t.Fatalf("consumer ls ORDERS --names = %v, want %v", got, want)
 		}
 	})
 
@@ -318,8 +334,8 @@ func TestNATSCLI(t *testing.T) {
 	t.Run("dead letter", func(t *testing.T) {
 		cli := cli.on(t)
 		var msg cliStoredMsg
-		cli.json(&msg, "stream", "get", "DEADLETTER", "--last-for", "deadletter.dispatcher.orders.paid.bogus")
-		if msg.Subject != "deadletter.dispatcher.orders.paid.bogus" || string(msg.Data) != "not json" {
+		cli.json(&msg, "stream", "get", "DEADLETTER", "--last-for", "deadletter.sub_notifier.orders.paid.bogus")
+		if msg.Subject != "deadletter.sub_notifier.orders.paid.bogus" || string(msg.Data) != "not json" {
 			t.Fatalf("dead letter subject %q, body %q", msg.Subject, msg.Data)
 		}
 		hdr, err := nats.DecodeHeadersMsg(msg.Header)
@@ -330,7 +346,7 @@ func TestNATSCLI(t *testing.T) {
 			"Jethook-Original-Subject":  "orders.paid.bogus",
 			"Jethook-Original-Stream":   "ORDERS",
 			"Jethook-Original-Sequence": "4",
-			"Jethook-Subscription":      "dispatcher",
+			"Jethook-Subscription":      "sub_notifier",
 		}
 		for k, v := range want {
 			if got := hdr.Get(k); got != v {

@@ -96,7 +96,7 @@ func TestRetriesExhausted(t *testing.T) {
 		if err != nil {
 			return false
 		}
-		m, err := st.GetLastMsgForSubject(ctx, "deadletter.dispatcher.orders.paid."+o.OrderID)
+		m, err := st.GetLastMsgForSubject(ctx, "deadletter.sub_notifier.orders.paid."+o.OrderID)
 		if err != nil {
 			return false
 		}

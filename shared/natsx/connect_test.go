@@ -37,7 +37,7 @@ func connect(t *testing.T, cfg config.NATS) (*nats.Conn, <-chan error, *testkit.
 // users with passwords, NKeys, a .creds file in operator mode) admits a
 // client with the matching settings, and JetStream works over it.
 func TestConnectSecured(t *testing.T) {
-	ca := natstest.NewCA(t)
+	ca := testkit.NewCA(t)
 	clientCert, clientKey := ca.Issue(t, "client")
 	nkeyPub, nkeySeed := natstest.NewNKeyUser(t)
 	op := natstest.NewOperator(t)
@@ -202,8 +202,8 @@ func TestConnectWaitsForAServerNotUpYet(t *testing.T) {
 // certificate keeps retrying (the certificate may be fixed on the server
 // side) but says why, in the log and in the readiness check.
 func TestConnectReportsATLSFailure(t *testing.T) {
-	s := natstest.RunServer(t, natstest.WithTLS(natstest.NewCA(t)))
-	nc, lost, logs := connect(t, config.NATS{NATSURL: s.URL(), NATSTLSCA: natstest.NewCA(t).CertFile})
+	s := natstest.RunServer(t, natstest.WithTLS(testkit.NewCA(t)))
+	nc, lost, logs := connect(t, config.NATS{NATSURL: s.URL(), NATSTLSCA: testkit.NewCA(t).CertFile})
 	testkit.Eventually(t, 20*time.Second, "a log line naming the certificate failure", func() bool {
 		return strings.Contains(logs.String(), "cannot connect to NATS yet") && strings.Contains(logs.String(), "certificate")
 	})

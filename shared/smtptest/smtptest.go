@@ -6,6 +6,7 @@ package smtptest
 
 import (
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 )
 
@@ -26,6 +28,8 @@ type Message struct {
 	Body     string
 	Data     []byte // the message as transmitted
 	Received time.Time
+	// TLS says the message came over an encrypted connection.
+	TLS bool
 }
 
 // Server is an in-process SMTP server.
@@ -52,6 +56,9 @@ type Server struct {
 	// inFlight and peak count messages between the end of DATA and the
 	// server's answer, to show how many a client sends at once.
 	inFlight, peak int
+	opts           options
+	// authFailures counts refused AUTH attempts.
+	authFailures int
 	// stall, while not nil, holds every message at the end of DATA until
 	// it is closed; closed ends the holding for good when the server stops.
 	stall  chan struct{}
@@ -65,10 +72,38 @@ type Server struct {
 	open int
 }
 
+// Option configures a server: TLS, and who may send.
+type Option func(*options)
+
+type options struct {
+	startTLS, implicitTLS *tls.Config
+	user, password        string
+	mechanisms            []string
+}
+
+// WithStartTLS offers STARTTLS with cfg, as most relays on port 587 do.
+func WithStartTLS(cfg *tls.Config) Option { return func(o *options) { o.startTLS = cfg } }
+
+// WithImplicitTLS speaks TLS with cfg from the first byte, as relays on
+// port 465 do.
+func WithImplicitTLS(cfg *tls.Config) Option { return func(o *options) { o.implicitTLS = cfg } }
+
+// WithAuth requires AUTH as user with password before MAIL, offering the
+// mechanisms given (PLAIN, LOGIN; PLAIN when none is given), over TLS only
+// when TLS is configured.
+func WithAuth(user, password string, mechanisms ...string) Option {
+	return func(o *options) {
+		o.user, o.password, o.mechanisms = user, password, mechanisms
+		if len(o.mechanisms) == 0 {
+			o.mechanisms = []string{sasl.Plain}
+		}
+	}
+}
+
 // Start listens on a random 127.0.0.1 port and stops when the test ends.
-func Start(tb testing.TB) *Server {
+func Start(tb testing.TB, opts ...Option) *Server {
 	tb.Helper()
-	s, err := Listen("127.0.0.1:0")
+	s, err := Listen("127.0.0.1:0", opts...)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -78,21 +113,33 @@ func Start(tb testing.TB) *Server {
 
 // Listen starts a server on addr (host:port; port 0 picks a free one) that
 // runs until Close.
-func Listen(addr string) (*Server, error) {
+func Listen(addr string, opts ...Option) (*Server, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("smtptest: listen on %s: %w", addr, err)
 	}
-	s := &Server{Addr: ln.Addr().String(), closed: make(chan struct{})}
+	if o.implicitTLS != nil {
+		ln = tls.NewListener(ln, o.implicitTLS)
+	}
+	s := &Server{Addr: ln.Addr().String(), closed: make(chan struct{}), opts: o}
 	s.srv = smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
 		s.mu.Lock()
 		s.sessions++
 		s.conns = append(s.conns, c)
 		s.mu.Unlock()
-		return &session{s: s}, nil
+		if o.user != "" {
+			return &authSession{session: session{s: s, conn: c}}, nil
+		}
+		return &session{s: s, conn: c}, nil
 	}))
 	s.srv.Domain = "localhost"
-	s.srv.AllowInsecureAuth = true
+	s.srv.TLSConfig = o.startTLS
+	// AUTH in the clear only where the server has no TLS to offer.
+	s.srv.AllowInsecureAuth = o.startTLS == nil && o.implicitTLS == nil
 	s.srv.ReadTimeout = 10 * time.Second
 	s.srv.WriteTimeout = 10 * time.Second
 	s.srv.MaxMessageBytes = 1 << 20
@@ -267,11 +314,78 @@ func (s *Server) Messages() []Message {
 }
 
 type session struct {
-	s    *Server
-	from string
-	to   []string
+	s      *Server
+	conn   *smtp.Conn
+	from   string
+	to     []string
+	authed bool
 	// open is set while this session's transaction counts in Server.open.
 	open bool
+}
+
+// authSession is a session of a server that requires AUTH.
+type authSession struct{ session }
+
+func (as *authSession) AuthMechanisms() []string { return as.s.opts.mechanisms }
+
+func (as *authSession) Auth(mech string) (sasl.Server, error) {
+	check := func(user, password string) error {
+		if user != as.s.opts.user || password != as.s.opts.password {
+			as.s.mu.Lock()
+			as.s.authFailures++
+			as.s.mu.Unlock()
+			return &smtp.SMTPError{Code: 535, EnhancedCode: smtp.EnhancedCode{5, 7, 8}, Message: "authentication credentials invalid"}
+		}
+		as.authed = true
+		return nil
+	}
+	switch mech {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(_, user, password string) error { return check(user, password) }), nil
+	case sasl.Login:
+		return &loginServer{check: check}, nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+func (as *authSession) Mail(from string, opts *smtp.MailOptions) error {
+	if !as.authed {
+		return smtp.ErrAuthRequired
+	}
+	return as.session.Mail(from, opts)
+}
+
+// loginServer is the server side of AUTH LOGIN, which go-sasl leaves out:
+// it asks for the user name, then the password.
+type loginServer struct {
+	check func(user, password string) error
+	step  int
+	user  string
+}
+
+func (l *loginServer) Next(response []byte) ([]byte, bool, error) {
+	switch l.step {
+	case 0:
+		l.step++
+		if len(response) > 0 { // an initial response is the user name
+			l.user = string(response)
+			l.step++
+			return []byte("Password:"), false, nil
+		}
+		return []byte("Username:"), false, nil
+	case 1:
+		l.user = string(response)
+		l.step++
+		return []byte("Password:"), false, nil
+	}
+	return nil, true, l.check(l.user, string(response))
+}
+
+// AuthFailures returns how many AUTH attempts the server refused.
+func (s *Server) AuthFailures() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.authFailures
 }
 
 // Reset ends the transaction: go-smtp calls it after answering DATA, on
@@ -388,7 +502,8 @@ func (ss *session) Data(r io.Reader) error {
 		s.refused++
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
 	}
-	m := Message{From: ss.from, To: append([]string(nil), ss.to...), Data: raw, Received: time.Now()}
+	_, encrypted := ss.conn.TLSConnectionState()
+	m := Message{From: ss.from, To: append([]string(nil), ss.to...), Data: raw, Received: time.Now(), TLS: encrypted}
 	if parsed, err := mail.ReadMessage(bytes.NewReader(raw)); err == nil {
 		m.Header = parsed.Header
 		body, _ := io.ReadAll(parsed.Body)

@@ -15,6 +15,7 @@ import (
 	"github.com/jethook/jethook/dispatcher/internal/deliver"
 	"github.com/jethook/jethook/dispatcher/internal/registry"
 	"github.com/jethook/jethook/dispatcher/internal/ssrf"
+	"github.com/jethook/jethook/dispatcher/internal/subscription"
 	sharedconfig "github.com/jethook/jethook/shared/config"
 	"github.com/jethook/jethook/shared/logs"
 	"github.com/jethook/jethook/shared/metrics"
@@ -50,25 +51,35 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	reg := metrics.NewRegistry()
-	d := deliver.New(conn.NC, conn.JS, deliver.Settings{
-		URL:         cfg.WebhookURL,
-		Secrets:     cfg.Secrets,
-		RetryBase:   cfg.RetryBase,
-		RetryMax:    cfg.RetryMax,
-		MaxDeliver:  cfg.MaxDeliver,
-		HTTPTimeout: cfg.HTTPTimeout,
-		Concurrency: cfg.Concurrency,
-		Replicas:    cfg.StreamReplicas,
-		Timings:     cfg.Timings(),
-	}, logger, deliver.NewHTTPClient(cfg.HTTPTimeout, cfg.Concurrency), deliver.NewMetrics(reg))
 	subs, err := registry.New(conn.JS, cfg.SecretsKey, cfg.StreamReplicas, logger, registry.Options{})
 	if err != nil {
 		return err
 	}
-	app := service.NewApp(service.AppConfig{Name: name, Logger: logger, Registry: reg, Ready: d.Ready, BodyLimit: admin.MaxBodyBytes})
-	admin.Register(app, admin.Deps{Token: string(cfg.AdminToken), Registry: subs, URLs: ssrf.New(cfg.AllowedNetworks), Logger: logger})
+	guard := ssrf.New(cfg.AllowedNetworks)
+	// One client for every subscription: per-host connection pools, no
+	// limit across hosts, so that a slow endpoint holds only its own.
+	client := guard.Client(cfg.HTTPTimeout, subscription.MaxMaxInFlight)
+	fleet := deliver.New(conn.NC, conn.JS, subs, deliver.Settings{
+		RetryBase:            cfg.RetryBase,
+		RetryMax:             cfg.RetryMax,
+		MaxDeliver:           cfg.MaxDeliver,
+		HTTPTimeout:          cfg.HTTPTimeout,
+		Replicas:             cfg.StreamReplicas,
+		RedeliverConcurrency: cfg.Concurrency,
+		AttemptLogMaxAge:     cfg.AttemptLogMaxAge,
+		Breaker: deliver.BreakerSettings{
+			Failures: cfg.BreakerFailures, Cooloff: cfg.BreakerCooloff, CooloffMax: cfg.BreakerCooloffMax,
+			DisableAfter: cfg.DisableAfter,
+		},
+		Timings: cfg.Timings(),
+	}, logger, client, deliver.NewMetrics(reg))
+	app := service.NewApp(service.AppConfig{Name: name, Logger: logger, Registry: reg, Ready: fleet.Ready, BodyLimit: admin.MaxBodyBytes})
+	admin.Register(app, admin.Deps{
+		Token: string(cfg.AdminToken), Registry: subs, URLs: guard, Logger: logger,
+		StatusChanged: func(_ context.Context, e registry.Entry) { fleet.StatusChanged(e) },
+	})
 	logger.Info("dispatching to", "webhook_url", sharedconfig.RedactURL(cfg.WebhookURL), "version", deliver.Version)
-	return service.Run(ctx, logger, conn, app, d.Run, provisionSubscriptions(subs, cfg, logger))
+	return service.Run(ctx, logger, conn, app, fleet.Run, provisionSubscriptions(subs, cfg, logger))
 }
 
 // provisionSubscriptions creates the subscriptions bucket and ensures
@@ -85,7 +96,7 @@ func provisionSubscriptions(subs *registry.Registry, cfg config.Config, logger *
 			if err := subs.Provision(ctx); err != nil {
 				return err
 			}
-			e, outcome, err := subs.Ensure(ctx, registry.Notifier(cfg.WebhookURL, secrets))
+			e, outcome, err := subs.Ensure(ctx, registry.Notifier(cfg.WebhookURL, secrets, cfg.Concurrency))
 			if errors.Is(err, registry.ErrInvalid) {
 				refused = err // a setting no retry can fix
 				return nil

@@ -26,8 +26,11 @@ const (
 	DefaultHTTPTimeout = 5 * time.Second
 	DefaultConcurrency = 8
 
-	DefaultBreakerFailures = 10
-	DefaultDisableAfter    = 5 * 24 * time.Hour
+	DefaultBreakerFailures   = 10
+	DefaultBreakerCooloff    = 30 * time.Second
+	DefaultBreakerCooloffMax = time.Hour
+	DefaultDisableAfter      = 5 * 24 * time.Hour
+	DefaultAttemptLogMaxAge  = 30 * 24 * time.Hour
 )
 
 // MinAdminTokenLen is the shortest ADMIN_TOKEN accepted: 32 characters
@@ -90,6 +93,13 @@ type Config struct {
 	// DisableAfter disables a subscription that had no success for this
 	// long (DISABLE_AFTER).
 	DisableAfter time.Duration
+	// BreakerCooloff is the first pause of an open circuit breaker, and
+	// BreakerCooloffMax the longest, each failed probe doubling the last
+	// (BREAKER_COOLOFF, BREAKER_COOLOFF_MAX).
+	BreakerCooloff, BreakerCooloffMax time.Duration
+	// AttemptLogMaxAge is how long the attempt log keeps an attempt
+	// (ATTEMPT_LOG_MAX_AGE).
+	AttemptLogMaxAge time.Duration
 }
 
 // Load reads the configuration through getenv and reports every bad
@@ -146,6 +156,12 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	cfg.BreakerFailures = rest.Int("BREAKER_FAILURES", DefaultBreakerFailures, 1, 1000)
 	cfg.DisableAfter = rest.Duration("DISABLE_AFTER", DefaultDisableAfter, time.Second, 90*24*time.Hour)
+	cfg.BreakerCooloff = rest.Duration("BREAKER_COOLOFF", DefaultBreakerCooloff, 100*time.Millisecond, 24*time.Hour)
+	cfg.BreakerCooloffMax = rest.Duration("BREAKER_COOLOFF_MAX", DefaultBreakerCooloffMax, 100*time.Millisecond, 7*24*time.Hour)
+	cfg.AttemptLogMaxAge = rest.Duration("ATTEMPT_LOG_MAX_AGE", DefaultAttemptLogMaxAge, time.Minute, 365*24*time.Hour)
+	if rest.Err() == nil && cfg.BreakerCooloffMax < cfg.BreakerCooloff {
+		orderErr = errors.Join(orderErr, fmt.Errorf("invalid BREAKER_COOLOFF_MAX=%s: must be at least BREAKER_COOLOFF (%s)", cfg.BreakerCooloffMax, cfg.BreakerCooloff))
+	}
 
 	var adminErrs []error
 	cfg.AdminToken, adminErrs = adminToken(getenv)

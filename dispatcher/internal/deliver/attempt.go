@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jethook/jethook/dispatcher/internal/attempt"
+	"github.com/jethook/jethook/dispatcher/internal/ssrf"
 	"github.com/jethook/jethook/shared/webhook"
 )
 
@@ -66,23 +68,6 @@ var errRefused = errors.New("the receiver refuses the content")
 // receiver's fault, so it never dead-letters an event.
 var errInterrupted = errors.New("delivery interrupted by shutdown")
 
-// NewHTTPClient returns the client shared by all deliveries: pooled
-// connections for conns concurrent requests, timeout for a whole attempt
-// including the response body, and no redirects, so that a 3xx reaches
-// decide as the failure it is.
-func NewHTTPClient(timeout time.Duration, conns int) *http.Client {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConns = max(t.MaxIdleConns, conns)
-	t.MaxIdleConnsPerHost = conns
-	return &http.Client{
-		Transport: t,
-		Timeout:   timeout,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
-	}
-}
-
 // eventID reads the "id" field of an event body, the one field the
 // dispatcher needs; the body itself is posted unchanged. The id becomes the
 // webhook-id header and part of a NATS message id, so it must be a short
@@ -105,36 +90,55 @@ func eventID(body []byte) (string, error) {
 	return head.ID, nil
 }
 
-// post sends one signed webhook and returns the receiver's status (0 when
-// there was no answer) and nil for 2xx, a *StatusError for any other
-// status, or the transport error. Cancelling ctx interrupts the attempt.
-func (d *Dispatcher) post(ctx context.Context, id string, body []byte) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, d.set.URL, bytes.NewReader(body))
+// target is where one webhook goes: a subscription's URL, signed with
+// its secrets of the moment.
+type target struct {
+	url     string
+	secrets []webhook.Secret
+}
+
+// answer is what a receiver said to one attempt.
+type answer struct {
+	status int    // 0 when there was no answer
+	body   string // the start of the answer, for the attempt log
+}
+
+// post sends one signed webhook and returns the receiver's answer and nil
+// for 2xx, a *StatusError for any other status, or the transport error.
+// Cancelling ctx interrupts the attempt.
+func post(ctx context.Context, client *http.Client, t target, id string, body []byte) (answer, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.url, bytes.NewReader(body))
 	if err != nil {
-		return 0, &PermanentError{Err: fmt.Errorf("build request: %w", err)}
+		return answer{}, &PermanentError{Err: fmt.Errorf("build request: %w", err)}
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", UserAgent)
 	// The signature carries the attempt's own time, so that a retry hours
 	// later is still within the receiver's timestamp tolerance.
-	webhook.SetHeaders(req.Header, d.set.Secrets, id, time.Now(), body)
+	webhook.SetHeaders(req.Header, t.secrets, id, time.Now(), body)
 
-	resp, err := d.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		// The runtime cancels in-flight work at the end of the shutdown
 		// grace; a message timeout is a deadline, and a failure.
 		if errors.Is(ctx.Err(), context.Canceled) {
-			return 0, fmt.Errorf("%w: %w", errInterrupted, err)
+			return answer{}, fmt.Errorf("%w: %w", errInterrupted, err)
 		}
-		return 0, err
+		// The guard's refusal says all there is to say; the chain around
+		// it would repeat the URL.
+		if re, ok := ssrf.Refused(err); ok {
+			return answer{}, re
+		}
+		return answer{}, err
 	}
 	defer resp.Body.Close()
+	head, _ := io.ReadAll(io.LimitReader(resp.Body, attempt.MaxResponse))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
-
+	a := answer{status: resp.StatusCode, body: attempt.Excerpt(head)}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
-		return resp.StatusCode, nil
+		return a, nil
 	}
 	se := &StatusError{Status: resp.StatusCode}
 	se.RetryAfter, se.HasRetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
-	return resp.StatusCode, se
+	return a, se
 }

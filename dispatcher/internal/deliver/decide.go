@@ -1,7 +1,6 @@
 package deliver
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,6 +21,9 @@ type result struct {
 	attempts uint64 // HTTP attempts made so far, this one included
 	status   int    // the receiver's HTTP status, 0 when none
 	err      error  // nil when the receiver answered 2xx
+	// attempted says an HTTP attempt was made: a body that is no event,
+	// or a delivery past MAX_DELIVER, posts nothing.
+	attempted bool
 }
 
 // policy is what decide needs of the settings.
@@ -91,35 +93,6 @@ func deadLettered(r result, reason string, attrs []slog.Attr) consume.Decision {
 		WithHeader(consume.HeaderAttempts, strconv.FormatUint(r.attempts, 10)).
 		WithHeader(consume.HeaderLastStatus, strconv.Itoa(r.status)).
 		WithHeader(consume.HeaderEventID, r.eventID)
-}
-
-// Handle makes one delivery attempt for m and decides what becomes of it.
-func (d *Dispatcher) Handle(ctx context.Context, m *consume.Msg) consume.Decision {
-	// Deliveries that did not post, such as those arriving past
-	// MAX_DELIVER, are not counted as attempts: at most MAX_DELIVER
-	// earlier deliveries posted.
-	r := result{
-		orderID:  lastToken(m.Subject()),
-		delivery: m.Attempt(),
-		attempts: min(m.Attempt()-1, uint64(d.set.MaxDeliver)),
-	}
-	id, err := eventID(m.Data())
-	r.eventID = id
-	switch {
-	case err != nil:
-		r.err = &PermanentError{Err: err}
-		r.attempts = 0 // no delivery of this body ever posts
-	case m.Attempt() > uint64(d.set.MaxDeliver):
-		r.err = fmt.Errorf("%w: delivery %d of an event allowed %d attempts; "+
-			"the earlier ones did not finish or their dead-letter copy failed",
-			ErrExhausted, m.Attempt(), d.set.MaxDeliver)
-	default:
-		start := time.Now()
-		r.attempts++
-		r.status, r.err = d.post(ctx, id, m.Data())
-		d.metrics.attempted(time.Since(start))
-	}
-	return decide(d.policy(), r)
 }
 
 // lastToken returns the order id of an "orders.paid.<order_id>" subject.

@@ -20,18 +20,23 @@ import (
 	"github.com/jethook/jethook/shared/webhook"
 )
 
-func TestConsumerConfig(t *testing.T) {
-	set := fastSettings("http://127.0.0.1:1/")
-	cfg := deliver.ConsumerConfig(set)
+// TestSubscriptionConsumer: the subscription's consumer as `nats consumer
+// info` shows it.
+func TestSubscriptionConsumer(t *testing.T) {
+	t.Parallel()
+	set := fastSettings("http://127.0.0.1:1/", mustSecret(t))
+	h := newHarness(t, set)
+	h.start(t)
+	cfg := h.consumerInfo(t).Config
 	switch {
-	case cfg.Durable != natsx.ConsumerDispatcher:
+	case cfg.Durable != "wh-sub_notifier":
 		t.Errorf("Durable = %q", cfg.Durable)
-	case cfg.FilterSubject != "orders.paid.>":
-		t.Errorf("FilterSubject = %q", cfg.FilterSubject)
+	case len(cfg.FilterSubjects) != 1 || cfg.FilterSubjects[0] != "orders.paid.>":
+		t.Errorf("FilterSubjects = %v", cfg.FilterSubjects)
 	case cfg.AckPolicy != jetstream.AckExplicitPolicy:
 		t.Errorf("AckPolicy = %v", cfg.AckPolicy)
 	case cfg.DeliverPolicy != jetstream.DeliverAllPolicy:
-		t.Errorf("DeliverPolicy = %v", cfg.DeliverPolicy)
+		t.Errorf("DeliverPolicy = %v, want all on sub_notifier's first start", cfg.DeliverPolicy)
 	case cfg.AckWait != set.Timings.AckWait:
 		t.Errorf("AckWait = %s, want the timings' %s", cfg.AckWait, set.Timings.AckWait)
 	case cfg.MaxDeliver != -1:
@@ -175,7 +180,7 @@ func TestDeadLetterAfterMaxDeliver(t *testing.T) {
 		t.Errorf("receiver got %d attempts, want 3", n)
 	}
 	dl := h.deadLetters(t)[0]
-	if want := "deadletter.dispatcher.orders.paid." + e.Data.OrderID; dl.Subject != want {
+	if want := "deadletter.sub_notifier.orders.paid." + e.Data.OrderID; dl.Subject != want {
 		t.Errorf("dead-letter subject %q, want %q", dl.Subject, want)
 	}
 	if !bytes.Equal(dl.Data, body) {
@@ -185,11 +190,11 @@ func TestDeadLetterAfterMaxDeliver(t *testing.T) {
 		consume.HeaderOriginalSubject:  event.Subject(e.Data.OrderID),
 		consume.HeaderOriginalStream:   "ORDERS",
 		consume.HeaderOriginalSequence: "1",
-		consume.HeaderSubscription:     "dispatcher",
+		consume.HeaderSubscription:     "sub_notifier",
 		consume.HeaderAttempts:         "3",
 		consume.HeaderLastStatus:       "500",
 		consume.HeaderEventID:          e.ID,
-		jetstream.MsgIDHeader:          "dispatcher:ORDERS:1",
+		jetstream.MsgIDHeader:          "sub_notifier:ORDERS:1",
 	}
 	for name, want := range wantHeaders {
 		if got := dl.Header.Get(name); got != want {
@@ -232,7 +237,12 @@ func TestDeadLetterWithoutAttempt(t *testing.T) {
 				// AckWait.
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()
-				cons, err := h.js.Consumer(ctx, natsx.StreamOrders, natsx.ConsumerDispatcher)
+				// The consumer the fleet will find, as a dispatcher that
+				// crashed left it.
+				cons, err := h.js.CreateConsumer(ctx, natsx.StreamOrders, jetstream.ConsumerConfig{
+					Durable: natsx.SubscriptionConsumer(h.subID), FilterSubjects: []string{"orders.paid.>"},
+					AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: -1, AckWait: time.Minute,
+				})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -277,7 +287,7 @@ func TestDeadLetterWithoutAttempt(t *testing.T) {
 				consume.HeaderAttempts:        attempts,
 				consume.HeaderLastStatus:      "0",
 				consume.HeaderEventID:         eventID,
-				jetstream.MsgIDHeader:         "dispatcher:ORDERS:1",
+				jetstream.MsgIDHeader:         "sub_notifier:ORDERS:1",
 			}
 			for name, w := range want {
 				if got := dl.Header.Get(name); got != w {
@@ -463,14 +473,7 @@ func TestShutdownCancelsAfterGrace(t *testing.T) {
 
 func TestLogsNeverShowTheSecret(t *testing.T) {
 	t.Parallel()
-	raw, err := webhook.GenerateSecret()
-	if err != nil {
-		t.Fatal(err)
-	}
-	secret, err := webhook.ParseSecret(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	secret, raw := mustSecretText(t)
 	rc := &receiver{respond: status(http.StatusInternalServerError)}
 	srv := startReceiver(t, rc)
 	set := fastSettings(srv.URL, secret)

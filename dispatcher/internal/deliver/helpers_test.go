@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +22,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/jethook/jethook/dispatcher/internal/deliver"
+	"github.com/jethook/jethook/dispatcher/internal/registry"
+	"github.com/jethook/jethook/dispatcher/internal/ssrf"
+	"github.com/jethook/jethook/dispatcher/internal/subscription"
 	"github.com/jethook/jethook/shared/consume"
 	"github.com/jethook/jethook/shared/event"
 	"github.com/jethook/jethook/shared/natstest"
@@ -33,29 +38,52 @@ var (
 	eventually = testkit.Eventually
 )
 
+// setup is what a test runs: the fleet's settings and the one
+// subscription it delivers to, sub_notifier, as the dispatcher ensures it.
+type setup struct {
+	deliver.Settings
+	URL         string
+	Secrets     []webhook.Secret
+	Concurrency int // the subscription's max_in_flight
+}
+
 // fastSettings are delivery settings that keep the tests quick.
-func fastSettings(url string, secrets ...webhook.Secret) deliver.Settings {
-	return deliver.Settings{
+func fastSettings(url string, secrets ...webhook.Secret) *setup {
+	return &setup{
+		Settings: deliver.Settings{
+			RetryBase:            50 * time.Millisecond,
+			RetryMax:             200 * time.Millisecond,
+			MaxDeliver:           10,
+			HTTPTimeout:          500 * time.Millisecond,
+			Replicas:             1,
+			RedeliverConcurrency: 4,
+			Breaker:              deliver.BreakerSettings{Failures: 1000, Cooloff: time.Second, CooloffMax: 4 * time.Second, DisableAfter: time.Hour},
+			Timings: consume.Timings{
+				AckWait:        2 * time.Second,
+				Heartbeat:      500 * time.Millisecond,
+				MessageTimeout: 1500 * time.Millisecond,
+				SettleTimeout:  time.Second,
+				ShutdownGrace:  2 * time.Second,
+			},
+		},
 		URL:         url,
 		Secrets:     secrets,
-		RetryBase:   50 * time.Millisecond,
-		RetryMax:    200 * time.Millisecond,
-		MaxDeliver:  10,
-		HTTPTimeout: 500 * time.Millisecond,
 		Concurrency: 4,
-		Replicas:    1,
-		Timings: consume.Timings{
-			AckWait:        2 * time.Second,
-			Heartbeat:      500 * time.Millisecond,
-			MessageTimeout: 1500 * time.Millisecond,
-			SettleTimeout:  time.Second,
-			ShutdownGrace:  2 * time.Second,
-		},
 	}
 }
 
+// testKey seals the registry's secrets in these tests.
+var testKey = [32]byte{'d', 'e', 'l', 'i', 'v', 'e', 'r'}
+
 // mustSecret returns a fresh signing secret.
 func mustSecret(tb testing.TB) webhook.Secret {
+	tb.Helper()
+	s, _ := mustSecretText(tb)
+	return s
+}
+
+// mustSecretText returns a fresh signing secret and its text.
+func mustSecretText(tb testing.TB) (webhook.Secret, string) {
 	tb.Helper()
 	raw, err := webhook.GenerateSecret()
 	if err != nil {
@@ -65,7 +93,35 @@ func mustSecret(tb testing.TB) webhook.Secret {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return s
+	texts.Lock()
+	texts.m = append(texts.m, secretText{s, raw})
+	texts.Unlock()
+	return s, raw
+}
+
+type secretText struct {
+	s    webhook.Secret
+	text string
+}
+
+// texts remembers every secret mustSecret made, to find a secret's text.
+var texts struct {
+	sync.Mutex
+	m []secretText
+}
+
+// textOf returns the text of a secret mustSecret made.
+func textOf(tb testing.TB, s webhook.Secret) string {
+	tb.Helper()
+	texts.Lock()
+	defer texts.Unlock()
+	for _, st := range texts.m {
+		if reflect.DeepEqual(st.s, s) {
+			return st.text
+		}
+	}
+	tb.Fatal("a secret not made by mustSecret")
+	return ""
 }
 
 // logBuffer collects JSON log lines; it is safe for concurrent writes.
@@ -102,43 +158,67 @@ func (b *logBuffer) attempts(eventID string) []map[string]any {
 	return out
 }
 
-// harness is a dispatcher on a fresh embedded NATS server.
+// harness is a fleet on a fresh embedded NATS server, delivering to one
+// subscription, sub_notifier.
 type harness struct {
-	srv  *natstest.Server
-	nc   *nats.Conn
-	js   jetstream.JetStream
-	d    *deliver.Dispatcher
-	logs *logBuffer
+	srv   *natstest.Server
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	reg   *registry.Registry
+	fleet *deliver.Fleet
+	logs  *logBuffer
+	subID string
 
 	cancel context.CancelFunc
 	done   chan error
 }
 
-// newHarness starts NATS, provisions the streams and builds a dispatcher;
-// start runs it.
-func newHarness(t *testing.T, set deliver.Settings) *harness {
+// newHarness starts NATS, provisions the streams and the registry with the
+// subscription, and builds a fleet; start runs it.
+func newHarness(t *testing.T, set *setup) *harness {
 	t.Helper()
 	srv := natstest.RunServer(t)
 	nc, js := natstest.Connect(t, srv.URL())
-	h := &harness{srv: srv, nc: nc, js: js, logs: &logBuffer{}}
+	h := &harness{srv: srv, nc: nc, js: js, logs: &logBuffer{}, subID: subscription.NotifierID}
 	logger := slog.New(slog.NewJSONHandler(h.logs, nil))
-	h.d = deliver.New(nc, js, set, logger, deliver.NewHTTPClient(set.HTTPTimeout, set.Concurrency),
-		deliver.NewMetrics(prometheus.NewRegistry()))
+	reg, err := registry.New(js, testKey, 1, logger, registry.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.reg = reg
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := h.d.Provision(ctx, 0); err != nil {
+	if err := reg.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var secrets []string
+	for _, s := range set.Secrets {
+		secrets = append(secrets, textOf(t, s))
+	}
+	if _, _, err := reg.Ensure(ctx, registry.Notifier(set.URL, secrets, set.Concurrency)); err != nil {
+		t.Fatal(err)
+	}
+	guard := ssrf.New([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
+	h.fleet = deliver.New(nc, js, reg, set.Settings, logger, guard.Client(set.HTTPTimeout, 16),
+		deliver.NewMetrics(prometheus.NewRegistry()))
+	if err := h.fleet.Provision(ctx); err != nil {
 		t.Fatal(err)
 	}
 	return h
 }
 
-// start runs the dispatcher until the test ends (or stop is called).
+// start runs the fleet until the test ends (or stop is called), and
+// waits until the subscription's consumer exists.
 func (h *harness) start(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel, h.done = cancel, make(chan error, 1)
-	go func() { h.done <- h.d.Run(ctx) }()
+	go func() { h.done <- h.fleet.Run(ctx) }()
 	t.Cleanup(func() { h.stop(t) })
+	eventually(t, 10*time.Second, "the subscription's consumer", func() bool {
+		_, err := h.js.Consumer(context.Background(), natsx.StreamOrders, natsx.SubscriptionConsumer(h.subID))
+		return err == nil
+	})
 }
 
 // stop cancels Run and waits for it to return.
@@ -187,7 +267,7 @@ func (h *harness) publishRaw(t *testing.T, subject string, body []byte, msgID st
 	}
 }
 
-// consumerIdle reports whether the dispatcher consumer has nothing left:
+// consumerIdle reports whether the subscription's consumer has nothing left:
 // no message waiting and none delivered but unsettled.
 func (h *harness) consumerIdle(t *testing.T) bool {
 	t.Helper()
@@ -195,12 +275,12 @@ func (h *harness) consumerIdle(t *testing.T) bool {
 	return info.NumPending == 0 && info.NumAckPending == 0
 }
 
-// consumerInfo returns the dispatcher consumer's state.
+// consumerInfo returns the subscription's consumer's state.
 func (h *harness) consumerInfo(t *testing.T) *jetstream.ConsumerInfo {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	cons, err := h.js.Consumer(ctx, natsx.StreamOrders, natsx.ConsumerDispatcher)
+	cons, err := h.js.Consumer(ctx, natsx.StreamOrders, natsx.SubscriptionConsumer(h.subID))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,6 +44,8 @@ type Metrics struct {
 	duration    prometheus.Histogram
 	retries     prometheus.Counter
 	deadLetters *prometheus.CounterVec
+	bySub       *prometheus.CounterVec
+	changes     *prometheus.CounterVec
 }
 
 // NewMetrics registers the delivery metrics with reg, every label
@@ -69,6 +71,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Events copied to DEADLETTER and terminated, by reason (max_deliveries, permanent, refused, gone).",
 		}, []string{"reason"}),
 	}
+	m.bySub = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metrics.Namespace, Subsystem: "dispatcher", Name: "subscription_deliveries_total",
+		Help: "Deliveries by subscription and what became of the event (delivered, retry, dead_lettered).",
+	}, []string{"subscription_id", "outcome"})
+	m.changes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: metrics.Namespace, Subsystem: "dispatcher", Name: "subscription_changes_total",
+		Help: "Changes of subscriptions' health: failing, paused (circuit breaker open), resumed, recovered, disabled.",
+	}, []string{"change"})
 	for _, outcome := range []string{outcomeDelivered, outcomeRetry, outcomeDeadLettered} {
 		for _, class := range statusClasses {
 			m.deliveries.WithLabelValues(outcome, class)
@@ -77,8 +87,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, label := range deadLetterLabels {
 		m.deadLetters.WithLabelValues(label)
 	}
-	reg.MustRegister(m.deliveries, m.duration, m.retries, m.deadLetters)
+	for _, c := range []string{changeFailing, changePaused, changeResumed, changeRecovered, changeDisabled} {
+		m.changes.WithLabelValues(c)
+	}
+	reg.MustRegister(m.deliveries, m.duration, m.retries, m.deadLetters, m.bySub, m.changes)
 	return m
+}
+
+// changed counts a change of a subscription's health.
+func (m *Metrics) changed(change string) {
+	if m != nil {
+		m.changes.WithLabelValues(change).Inc()
+	}
 }
 
 // attempted records the duration of one HTTP attempt.
@@ -88,23 +108,30 @@ func (m *Metrics) attempted(d time.Duration) {
 	}
 }
 
-// settled counts what became of one delivery, as the runtime carried it
-// out: a dead letter whose copy failed counts as a retry.
-func (m *Metrics) settled(s consume.Settled) {
+// settled counts what became of one delivery to subscription subID, as the
+// runtime carried it out: a dead letter whose copy failed counts as a
+// retry.
+func (m *Metrics) settled(subID string, s consume.Settled) {
 	if m == nil {
 		return
 	}
+	if s.Decision.Outcome == "held" || s.Decision.Outcome == "subscription_gone" {
+		return // nothing was attempted
+	}
 	status, _ := s.Decision.Attr("status")
 	class := statusClass(int(status.Int64()))
+	outcome := outcomeDelivered
 	switch s.Verdict {
-	case consume.VerdictAck:
-		m.deliveries.WithLabelValues(outcomeDelivered, class).Inc()
 	case consume.VerdictRetry:
-		m.deliveries.WithLabelValues(outcomeRetry, class).Inc()
+		outcome = outcomeRetry
 		m.retries.Inc()
 	case consume.VerdictDeadLetter:
-		m.deliveries.WithLabelValues(outcomeDeadLettered, class).Inc()
+		outcome = outcomeDeadLettered
 		m.deadLetters.WithLabelValues(deadLetterLabels[s.Decision.Reason]).Inc()
+	}
+	m.deliveries.WithLabelValues(outcome, class).Inc()
+	if subID != "" {
+		m.bySub.WithLabelValues(subID, outcome).Inc()
 	}
 }
 

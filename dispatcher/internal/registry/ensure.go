@@ -25,17 +25,24 @@ type Fixed struct {
 	// given rather than generated, so that a receiver configured with
 	// the same value verifies.
 	Secrets []string
+	// MaxInFlight, when not 0, is the subscription's max_in_flight as
+	// configured; RateLimitPerS, when not 0, its rate limit at creation.
+	MaxInFlight, RateLimitPerS int
 }
 
 // Notifier is the fixed subscription of NOTIFICATION_WEBHOOK_URL, signed
-// with the WEBHOOK_SECRET entries, for order.paid.
-func Notifier(url string, secrets []string) Fixed {
+// with the WEBHOOK_SECRET entries, for order.paid, with inFlight webhooks
+// in flight at most (DISPATCH_CONCURRENCY). It is the pipeline's own
+// receiver, so its rate is bounded only by the highest limit there is.
+func Notifier(url string, secrets []string, inFlight int) Fixed {
 	return Fixed{
-		ID:          subscription.NotifierID,
-		URL:         url,
-		EventTypes:  []string{"order.paid"},
-		Description: "the notifier, from NOTIFICATION_WEBHOOK_URL",
-		Secrets:     secrets,
+		ID:            subscription.NotifierID,
+		URL:           url,
+		EventTypes:    []string{"order.paid"},
+		Description:   "the notifier, from NOTIFICATION_WEBHOOK_URL",
+		Secrets:       secrets,
+		MaxInFlight:   inFlight,
+		RateLimitPerS: subscription.MaxRateLimitPerS,
 	}
 }
 
@@ -76,11 +83,15 @@ func (r *Registry) Ensure(ctx context.Context, f Fixed) (Entry, EnsureOutcome, e
 		if err != nil {
 			return Entry{}, "", err
 		}
-		if e.Subscription.URL == f.URL && sameTexts(e.Secrets(r.opts.Now()), f.Secrets) {
+		sameLimit := f.MaxInFlight == 0 || e.Subscription.MaxInFlight == f.MaxInFlight
+		if e.Subscription.URL == f.URL && sameLimit && sameTexts(e.Secrets(r.opts.Now()), f.Secrets) {
 			return e, EnsureUnchanged, nil
 		}
 		ne, _, err := r.change(ctx, f.ID, e.Revision, func(rec *record, now time.Time) (bool, error) {
 			rec.URL = f.URL
+			if f.MaxInFlight != 0 {
+				rec.MaxInFlight = f.MaxInFlight
+			}
 			rec.UpdatedAt = now
 			rec.Secrets = nil
 			return true, r.addSecrets(rec, f.Secrets, now)
@@ -106,6 +117,9 @@ func (f Fixed) validate() error {
 			return fmt.Errorf("%w: %s secret %d: %w", ErrInvalid, f.ID, i+1, err)
 		}
 	}
+	if f.MaxInFlight < 0 || f.MaxInFlight > subscription.MaxMaxInFlight || f.RateLimitPerS < 0 || f.RateLimitPerS > subscription.MaxRateLimitPerS {
+		return fmt.Errorf("%w: %s: max_in_flight or rate_limit_per_s out of bounds", ErrInvalid, f.ID)
+	}
 	for _, t := range f.EventTypes {
 		if !subscription.KnownEventType(t) {
 			return fmt.Errorf("%w: %s: unknown event type %q", ErrInvalid, f.ID, t)
@@ -117,7 +131,14 @@ func (f Fixed) validate() error {
 func (r *Registry) createFixed(ctx context.Context, kv jetstream.KeyValue, f Fixed) (Entry, error) {
 	now := r.opts.Now()
 	types := slices.Clone(f.EventTypes)
-	rec := record{Subscription: subscription.New(f.ID, subscription.Fields{URL: &f.URL, EventTypes: &types, Description: &f.Description}, now)}
+	fields := subscription.Fields{URL: &f.URL, EventTypes: &types, Description: &f.Description}
+	if f.MaxInFlight != 0 {
+		fields.MaxInFlight = &f.MaxInFlight
+	}
+	if f.RateLimitPerS != 0 {
+		fields.RateLimitPerS = &f.RateLimitPerS
+	}
+	rec := record{Subscription: subscription.New(f.ID, fields, now)}
 	if err := r.addSecrets(&rec, f.Secrets, now); err != nil {
 		return Entry{}, err
 	}

@@ -32,13 +32,13 @@ func TestEnsureNotifier(t *testing.T) {
 	s1 := secret(t)
 	url := "http://127.0.0.1:8081/webhook/order-paid"
 
-	en, outcome, err := e.reg.Ensure(ctx(t), registry.Notifier(url, []string{s1}))
+	en, outcome, err := e.reg.Ensure(ctx(t), registry.Notifier(url, []string{s1}, 0))
 	if err != nil || outcome != registry.EnsureCreated {
 		t.Fatalf("first Ensure = %s, %v", outcome, err)
 	}
 	sub := en.Subscription
 	if sub.ID != "sub_notifier" || sub.URL != url || !slices.Equal(sub.EventTypes, []string{"order.paid"}) ||
-		sub.Status != subscription.StatusEnabled || sub.RateLimitPerS != subscription.DefaultRateLimitPerS {
+		sub.Status != subscription.StatusEnabled || sub.RateLimitPerS != subscription.MaxRateLimitPerS {
 		t.Fatalf("ensured %+v", sub)
 	}
 	if got := secretTexts(en.Secrets(e.clock.Now())); !slices.Equal(got, []string{s1}) {
@@ -46,7 +46,7 @@ func TestEnsureNotifier(t *testing.T) {
 	}
 
 	// Every further start with the same settings writes nothing.
-	again, outcome, err := e.reg.Ensure(ctx(t), registry.Notifier(url, []string{s1}))
+	again, outcome, err := e.reg.Ensure(ctx(t), registry.Notifier(url, []string{s1}, 0))
 	if err != nil || outcome != registry.EnsureUnchanged || again.Revision != en.Revision {
 		t.Fatalf("second Ensure = %s (rev %d → %d), %v", outcome, en.Revision, again.Revision, err)
 	}
@@ -65,7 +65,7 @@ func TestEnsureNotifier(t *testing.T) {
 	}
 	s2, s3 := secret(t), secret(t)
 	url2 := "http://127.0.0.1:9091/in"
-	up, outcome, err := e.reg.Ensure(ctx(t), registry.Notifier(url2, []string{s2, s3}))
+	up, outcome, err := e.reg.Ensure(ctx(t), registry.Notifier(url2, []string{s2, s3}, 0))
 	if err != nil || outcome != registry.EnsureUpdated {
 		t.Fatalf("Ensure with a new URL and secrets = %s, %v", outcome, err)
 	}
@@ -76,11 +76,11 @@ func TestEnsureNotifier(t *testing.T) {
 		t.Fatalf("Ensure undid the operator's changes: %+v", up.Subscription)
 	}
 	// The same secrets in another order are the same configuration.
-	if _, outcome, _ := e.reg.Ensure(ctx(t), registry.Notifier(url2, []string{s3, s2})); outcome != registry.EnsureUnchanged {
+	if _, outcome, _ := e.reg.Ensure(ctx(t), registry.Notifier(url2, []string{s3, s2}, 0)); outcome != registry.EnsureUnchanged {
 		t.Fatalf("Ensure with reordered secrets = %s", outcome)
 	}
 	// Only the secret changes.
-	if _, outcome, _ := e.reg.Ensure(ctx(t), registry.Notifier(url2, []string{s3})); outcome != registry.EnsureUpdated {
+	if _, outcome, _ := e.reg.Ensure(ctx(t), registry.Notifier(url2, []string{s3}, 0)); outcome != registry.EnsureUpdated {
 		t.Fatalf("Ensure with one secret less = %s", outcome)
 	}
 }
@@ -96,7 +96,7 @@ func TestEnsureFromReplicasAtOnce(t *testing.T) {
 	results := make(chan result, len(replicas))
 	for _, r := range replicas {
 		go func() {
-			_, o, err := r.Ensure(ctx(t), registry.Notifier("https://n.example/", []string{s1}))
+			_, o, err := r.Ensure(ctx(t), registry.Notifier("https://n.example/", []string{s1}, 0))
 			results <- result{o, err}
 		}()
 	}
@@ -118,8 +118,8 @@ func TestEnsureFromReplicasAtOnce(t *testing.T) {
 func TestEnsureRefusesBadConfiguration(t *testing.T) {
 	e := start(t)
 	for name, f := range map[string]registry.Fixed{
-		"no secret":    registry.Notifier("https://n.example/", nil),
-		"bad secret":   registry.Notifier("https://n.example/", []string{"hunter2"}),
+		"no secret":    registry.Notifier("https://n.example/", nil, 0),
+		"bad secret":   registry.Notifier("https://n.example/", []string{"hunter2"}, 0),
 		"bad id":       {ID: "notifier", URL: "https://n.example/", Secrets: []string{secret(t)}},
 		"unknown type": {ID: "sub_notifier", URL: "https://n.example/", EventTypes: []string{"order.lost"}, Secrets: []string{secret(t)}},
 	} {

@@ -78,10 +78,29 @@ func (s Secret) GoString() string { return "registry.Secret{whsec_***}" }
 // decrypted, newest first.
 type Entry struct {
 	Subscription subscription.Subscription
+	// Health is how its deliveries fare, shared by every replica.
+	Health Health
 	// Revision is the KV revision the entry was read at: the ETag, and the
 	// expected revision of a conditional change.
 	Revision uint64
 	secrets  []Secret
+}
+
+// Health is the delivery health of a subscription: what the circuit
+// breaker and the DISABLE_AFTER rule decide by, kept in the record so that
+// every dispatcher replica acts on the same state. It changes only at
+// transitions (the first failure after a success, a pause, the first
+// success after failures), never per attempt.
+type Health struct {
+	// FailingSince is when the current run of failures began; nil while
+	// deliveries succeed.
+	FailingSince *time.Time `json:"failing_since,omitempty"`
+	// PausedUntil is when the breaker's pause ends, while the status is
+	// paused.
+	PausedUntil *time.Time `json:"paused_until,omitempty"`
+	// Cooloff is the length of the breaker's last pause; the next one is
+	// twice as long, up to the maximum. Zero when the breaker is closed.
+	Cooloff time.Duration `json:"cooloff,omitempty"`
 }
 
 // Secrets returns the secrets that sign at now, newest first.
@@ -117,6 +136,7 @@ func (e Entry) Filters() []string { return e.Subscription.Filters() }
 type record struct {
 	subscription.Subscription
 	Secrets []sealedSecret `json:"secrets"`
+	Health  Health         `json:"health"`
 }
 
 // sealedSecret is a secret as stored: encrypted, with its times in the
@@ -276,7 +296,7 @@ func decodeRecord(key string, value []byte) (record, error) {
 
 // entry decrypts rec's secrets into an Entry at revision rev.
 func (r *Registry) entry(rec record, rev uint64) (Entry, error) {
-	e := Entry{Subscription: rec.Subscription, Revision: rev}
+	e := Entry{Subscription: rec.Subscription, Health: rec.Health, Revision: rev}
 	for _, s := range rec.Secrets {
 		text, err := r.sealer.open(rec.ID, s.Ciphertext)
 		if err != nil {
@@ -400,7 +420,24 @@ func (r *Registry) SetStatus(ctx context.Context, id string, ifRevision uint64, 
 		return Entry{}, false, fmt.Errorf("%w: unknown status %q", ErrInvalid, status)
 	}
 	return r.change(ctx, id, ifRevision, func(rec *record, now time.Time) (bool, error) {
-		return rec.SetStatus(status, reason, now), nil
+		changed := rec.SetStatus(status, reason, now)
+		// Enabled by hand, a subscription starts afresh: the breaker
+		// closed, no run of failures counting towards DISABLE_AFTER.
+		if status == subscription.StatusEnabled && rec.Health != (Health{}) {
+			rec.Health, changed = Health{}, true
+		}
+		return changed, nil
+	})
+}
+
+// ChangeHealth lets fn change a subscription's status and health at now,
+// and stores the result when fn reports a change; a lost race is retried
+// on a fresh read, so fn sees the state another replica may just have
+// written and decides again. It is how the dispatcher opens and closes a
+// circuit breaker and disables a failing or gone endpoint.
+func (r *Registry) ChangeHealth(ctx context.Context, id string, fn func(s *subscription.Subscription, h *Health, now time.Time) bool) (Entry, bool, error) {
+	return r.change(ctx, id, 0, func(rec *record, now time.Time) (bool, error) {
+		return fn(&rec.Subscription, &rec.Health, now), nil
 	})
 }
 

@@ -21,6 +21,9 @@ const (
 	// Synced: every subscription that exists has been reported since the
 	// watch (re)started; what has not been reported since then is gone.
 	Synced
+	// Restarted: the watch (re)starts; the current state follows, then
+	// Synced. What a consumer was told before this may be out of date.
+	Restarted
 )
 
 func (o Op) String() string {
@@ -31,6 +34,8 @@ func (o Op) String() string {
 		return "deleted"
 	case Synced:
 		return "synced"
+	case Restarted:
+		return "restarted"
 	}
 	return "unknown"
 }
@@ -44,16 +49,16 @@ type Change struct {
 	Entry Entry
 }
 
-// Watch calls fn with every subscription, then Synced, then every change
+// Watch calls fn with Restarted, every subscription, then Synced, then every change
 // as it happens, in order, until ctx ends; it returns nil then. fn runs on
 // Watch's goroutine and should return quickly: the next change waits for
 // it. A change reaches every replica's watch within milliseconds of the
 // write.
 //
 // When the watch breaks (NATS away too long, the bucket recreated) it
-// starts over: the current state again, then Synced. A consumer treats
-// Put as an upsert and, at each Synced, forgets what it was not told about
-// since the previous restart of the watch. A value that cannot be read (a
+// starts over: Restarted, the current state again, then Synced. A consumer
+// treats Put as an upsert and, at each Synced, forgets what it was not told
+// about since the last Restarted. A value that cannot be read (a
 // bad record, a secret that does not decrypt under SECRETS_KEY) is logged
 // and skipped.
 func (r *Registry) Watch(ctx context.Context, fn func(Change)) error {
@@ -95,6 +100,7 @@ func (r *Registry) watchOnce(ctx context.Context, fn func(Change)) error {
 		return unavailable("watch", err)
 	}
 	defer func() { _ = w.Stop() }()
+	fn(Change{Op: Restarted})
 	for {
 		select {
 		case <-ctx.Done():

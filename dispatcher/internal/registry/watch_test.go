@@ -98,15 +98,18 @@ func TestWatchReachesAnotherReplica(t *testing.T) {
 	b, _ := e.create(t, "https://b.example/")
 	rec := watch(t, e.replica(t))
 
-	// First the state as it is, then Synced.
+	// First Restarted, the state as it is, then Synced.
 	s, _ := waitFor(t, rec, 0, time.Now(), "Synced", synced)
+	if i, _, ok := rec.find(0, func(c registry.Change) bool { return c.Op == registry.Restarted }); !ok || i != 0 {
+		t.Fatalf("the watch did not begin with Restarted (index %d)", i)
+	}
 	for _, id := range []string{a.Subscription.ID, b.Subscription.ID} {
 		if i, _, ok := rec.find(0, put(id, func(registry.Entry) bool { return true })); !ok || i > s {
 			t.Fatalf("initial value of %s not reported before Synced", id)
 		}
 	}
-	if s != 2 {
-		t.Fatalf("Synced at index %d, want 2 (after the two subscriptions)", s)
+	if s != 3 {
+		t.Fatalf("Synced at index %d, want 3 (after Restarted and the two subscriptions)", s)
 	}
 
 	// Each change reaches the other replica, with what it changed, and

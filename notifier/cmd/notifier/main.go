@@ -128,7 +128,7 @@ func sender(cfg config.Config, logger *slog.Logger) (email.Sender, error) {
 		CommandTimeout: cfg.SMTPTimeout, DataTimeout: cfg.SMTPDataTimeout,
 		MaxConns: cfg.EmailConcurrency,
 		TLS:      cfg.SMTPTLS, TLSConfig: tc,
-		Username: cfg.SMTPUsername, Password: cfg.SMTPPassword,
+		Username: cfg.SMTPUsername, Password: string(cfg.SMTPPassword),
 	})
 }
 

@@ -45,7 +45,8 @@ type Config struct {
 	EmailMaxAttempts int
 	// SMTPUsername and SMTPPassword authenticate with the relay (AUTH
 	// PLAIN or LOGIN); the password is only ever sent encrypted.
-	SMTPUsername, SMTPPassword string
+	SMTPUsername string
+	SMTPPassword config.Secret
 	// SMTPTLS is how the connection to the relay is encrypted: starttls,
 	// implicit, opportunistic or none.
 	SMTPTLS string
@@ -166,7 +167,7 @@ func (c *Config) loadSMTPSecurity(e *config.Env, getenv func(string) string) []e
 	}
 	c.SMTPTLS = e.OneOf("SMTP_TLS", def, "starttls", "implicit", "opportunistic", "none")
 	c.SMTPUsername = e.String("SMTP_USERNAME", "")
-	c.SMTPPassword = getenv("SMTP_PASSWORD")
+	c.SMTPPassword = config.Secret(getenv("SMTP_PASSWORD"))
 	switch {
 	case (c.SMTPUsername == "") != (c.SMTPPassword == ""):
 		errs = append(errs, errors.New("invalid SMTP_USERNAME/SMTP_PASSWORD: set both to authenticate, or neither"))

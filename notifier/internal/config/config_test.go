@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -93,6 +94,15 @@ func TestLoadErrors(t *testing.T) {
 		{"retry base", map[string]string{"EMAIL_RETRY_BASE": "-1s"}, "EMAIL_RETRY_BASE"},
 		{"retry max", map[string]string{"EMAIL_RETRY_MAX": "soon"}, "EMAIL_RETRY_MAX"},
 		{"retry max below base", map[string]string{"EMAIL_RETRY_BASE": "10s", "EMAIL_RETRY_MAX": "1s"}, "EMAIL_RETRY_MAX"},
+		{"concurrency", map[string]string{"EMAIL_CONCURRENCY": "0"}, "EMAIL_CONCURRENCY"},
+		{"max attempts", map[string]string{"EMAIL_MAX_ATTEMPTS": "many"}, "EMAIL_MAX_ATTEMPTS"},
+		{"data timeout", map[string]string{"SMTP_DATA_TIMEOUT": "1h"}, "SMTP_DATA_TIMEOUT"},
+		{"processed ttl under the commit lease", map[string]string{"SMTP_DATA_TIMEOUT": "20m", "PROCESSED_TTL": "15m"}, "PROCESSED_TTL"},
+		{"tls mode", map[string]string{"SMTP_TLS": "sometimes"}, "SMTP_TLS"},
+		{"username without password", map[string]string{"SMTP_ADDR": "mail.internal:587", "SMTP_USERNAME": "shop"}, "SMTP_PASSWORD"},
+		{"password in the clear", map[string]string{"SMTP_ADDR": "mail.internal:587", "SMTP_USERNAME": "shop", "SMTP_PASSWORD": "pw", "SMTP_TLS": "none"}, "SMTP_TLS"},
+		{"password opportunistically", map[string]string{"SMTP_ADDR": "127.0.0.1:1025", "SMTP_USERNAME": "shop", "SMTP_PASSWORD": "pw"}, "SMTP_TLS"},
+		{"tls ca unreadable", map[string]string{"SMTP_TLS_CA": "/nonexistent/ca.pem"}, "SMTP_TLS_CA"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -114,10 +124,50 @@ func TestLoadErrors(t *testing.T) {
 	}
 }
 
+// TestSMTPTLSDefault: a relay on loopback (a local catcher) is reached
+// with opportunistic STARTTLS, any other with STARTTLS required.
+func TestSMTPTLSDefault(t *testing.T) {
+	for addr, want := range map[string]string{
+		"127.0.0.1:1025": "opportunistic", "localhost:25": "opportunistic", "[::1]:25": "opportunistic",
+		"mail.internal:587": "starttls", "10.0.0.5:25": "starttls", "": "starttls",
+	} {
+		c, err := Load(env(map[string]string{"WEBHOOK_SECRET": testSecret, "SMTP_ADDR": addr}))
+		if err != nil {
+			t.Fatalf("SMTP_ADDR=%s: %v", addr, err)
+		}
+		if c.SMTPTLS != want {
+			t.Errorf("SMTP_ADDR=%s: SMTP_TLS defaults to %s, want %s", addr, c.SMTPTLS, want)
+		}
+	}
+}
+
+func TestLoadNeverPrintsTheSMTPPassword(t *testing.T) {
+	const pw = "s3cret-smtp-pw-4f1e"
+	_, err := Load(env(map[string]string{"WEBHOOK_SECRET": testSecret, "SMTP_ADDR": "mail.internal:587",
+		"SMTP_USERNAME": "shop", "SMTP_PASSWORD": pw, "SMTP_TLS": "none"}))
+	if err == nil || strings.Contains(err.Error(), pw) {
+		t.Fatalf("Load = %v, want an error without the password", err)
+	}
+}
+
 func TestLoadNeverPrintsTheSecret(t *testing.T) {
 	bad := "whsec_!!not-base64-but-secret!!"
 	_, err := Load(env(map[string]string{"WEBHOOK_SECRET": bad}))
 	if err == nil || strings.Contains(err.Error(), "not-base64-but-secret") {
 		t.Fatalf("error %v must name WEBHOOK_SECRET without its value", err)
+	}
+}
+
+func TestPrintedConfigHidesTheSMTPPassword(t *testing.T) {
+	const pw = "s3cret-smtp-pw-8c3a"
+	c, err := Load(env(map[string]string{"WEBHOOK_SECRET": testSecret, "SMTP_ADDR": "mail.internal:587",
+		"SMTP_USERNAME": "shop", "SMTP_PASSWORD": pw}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, out := range []string{fmt.Sprintf("%+v", c), fmt.Sprintf("%#v", c), fmt.Sprint(c)} {
+		if strings.Contains(out, pw) {
+			t.Fatalf("printing the config shows the password: %s", out)
+		}
 	}
 }

@@ -1,0 +1,120 @@
+package attempt
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jethook/jethook/shared/natsx"
+)
+
+// Sources of an attempt: which stream the webhook came from.
+const (
+	SourceEvent   = "event"   // the subscription's own consumer on ORDERS
+	SourceReplay  = "replay"  // a replayed dead letter, through REDELIVERIES
+	SourceRecover = "recover" // a recovered time range, through REDELIVERIES
+	SourcePing    = "ping"    // a webhook.test sent by POST …/ping
+)
+
+// Outcomes of an attempt, as the admin API filters them.
+const (
+	OutcomeDelivered    = "delivered"
+	OutcomeRetry        = "retry"
+	OutcomeDeadLettered = "dead_lettered"
+	OutcomeFailed       = "failed" // a ping that was not answered 2xx
+)
+
+// MaxResponse bounds the excerpt of the receiver's answer kept per attempt.
+const MaxResponse = 1 << 10
+
+// Record is one HTTP attempt of one webhook.
+type Record struct {
+	SubscriptionID string `json:"subscription_id"`
+	EventID        string `json:"event_id"`
+	// Attempt counts the deliveries of the webhook from its source, 1
+	// for the first.
+	Attempt    uint64    `json:"attempt"`
+	StartedAt  time.Time `json:"started_at"`
+	DurationMS int64     `json:"duration_ms"`
+	// Status is the receiver's HTTP status, 0 when it did not answer.
+	Status  int    `json:"status"`
+	Outcome string `json:"outcome"`
+	Error   string `json:"error,omitempty"`
+	// Response is the start of the receiver's answer, at most
+	// MaxResponse bytes of valid UTF-8.
+	Response string `json:"response,omitempty"`
+	// NextRetryAt is when the webhook is tried again, for a retry.
+	NextRetryAt *time.Time `json:"next_retry_at"`
+	Source      string     `json:"source"`
+	// StreamSeq is the event's sequence in ORDERS, and AckFloor the
+	// subscription consumer's ack floor when the attempt was made: a
+	// consumer created again for the subscription resumes there instead
+	// of replaying the stream.
+	StreamSeq uint64 `json:"stream_seq,omitempty"`
+	AckFloor  uint64 `json:"ack_floor,omitempty"`
+}
+
+// Log publishes attempt records. Publishing does not wait for the server:
+// a record lost in a NATS outage costs a line of history, never a
+// webhook.
+type Log struct {
+	js  jetstream.JetStream
+	log *slog.Logger
+}
+
+// NewLog returns a Log publishing on js.
+func NewLog(js jetstream.JetStream, logger *slog.Logger) *Log { return &Log{js: js, log: logger} }
+
+// Add publishes r.
+func (l *Log) Add(r Record) {
+	if l == nil {
+		return
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		l.log.Error("attempt record not encoded", "error", err)
+		return
+	}
+	msg := nats.NewMsg(natsx.AttemptSubject(r.SubscriptionID, r.EventID))
+	msg.Data = b
+	if _, err := l.js.PublishMsgAsync(msg, jetstream.WithExpectStream(natsx.StreamAttempts)); err != nil {
+		l.log.Debug("attempt record not published", "subscription_id", r.SubscriptionID, "event_id", r.EventID, "error", err)
+	}
+}
+
+// LastAckFloor returns the ack floor recorded by the newest attempt of
+// subscription subID, or 0 when there is none.
+func LastAckFloor(ctx context.Context, js jetstream.JetStream, subID string) (uint64, error) {
+	s, err := js.Stream(ctx, natsx.StreamAttempts)
+	if err != nil {
+		return 0, err
+	}
+	m, err := s.GetLastMsgForSubject(ctx, natsx.AttemptFilter(subID))
+	if err != nil {
+		if errIsNotFound(err) {
+			return 0, nil
+		}
+		return 0, err
+	}
+	var r Record
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		return 0, nil
+	}
+	return r.AckFloor, nil
+}
+
+func errIsNotFound(err error) bool { return errors.Is(err, jetstream.ErrMsgNotFound) }
+
+// Excerpt returns the start of b as valid UTF-8 of at most MaxResponse bytes.
+func Excerpt(b []byte) string {
+	if len(b) > MaxResponse {
+		b = b[:MaxResponse]
+	}
+	return strings.ToValidUTF8(string(b), "")
+}
