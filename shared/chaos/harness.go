@@ -51,6 +51,12 @@ var (
 		"RETRY_MAX":    "2s",
 		"MAX_DELIVER":  "500",
 		"HTTP_TIMEOUT": "1s",
+		// The circuit breaker opens after its 10 failures in a row, as by
+		// default, during every webhook fault; its pauses are as short
+		// as the retries, so that it is exercised without stopping the
+		// deliveries for half a minute at a time.
+		"BREAKER_COOLOFF":     "1s",
+		"BREAKER_COOLOFF_MAX": "2s",
 	}
 	notifierSettings = map[string]string{
 		"SMTP_TIMEOUT":       smtpTimeout.String(),
@@ -309,7 +315,7 @@ func (h *harness) setup(ctx context.Context) error {
 
 func settings(m map[string]string) string {
 	var s []string
-	for _, k := range []string{"RETRY_BASE", "RETRY_MAX", "MAX_DELIVER", "HTTP_TIMEOUT",
+	for _, k := range []string{"RETRY_BASE", "RETRY_MAX", "MAX_DELIVER", "HTTP_TIMEOUT", "BREAKER_COOLOFF", "BREAKER_COOLOFF_MAX",
 		"SMTP_TIMEOUT", "SMTP_DATA_TIMEOUT", "EMAIL_RETRY_BASE", "EMAIL_RETRY_MAX", "EMAIL_MAX_ATTEMPTS", "PUBLISH_TIMEOUT"} {
 		if v, ok := m[k]; ok {
 			s = append(s, k+"="+v)
