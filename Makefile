@@ -6,7 +6,7 @@ PKGS    := $(MODULES:%=./%/...)
 BIN     := bin
 GO      ?= go
 
-.PHONY: run test race build lint fuzz chaos clean deploy-check natscli
+.PHONY: run test race build lint fuzz chaos bench clean deploy-check natscli
 
 ## run: embedded NATS (data in ./.data) + the three services; Ctrl-C stops all
 run: build
@@ -43,6 +43,11 @@ fuzz:
 ## chaos: the chaos harness, two replicas of dispatcher and notifier (CHAOS_SEED, CHAOS_DURATION=2m, CHAOS_RATE=5, CHAOS_FAULTS); see docs/RELIABILITY.md
 chaos:
 	$(GO) run ./shared/cmd/jethook-chaos
+
+## bench: the benchmark table (BENCH_FLAGS, such as -smtp-latency 20ms); see docs/BENCHMARKS.md
+BENCH_FLAGS ?=
+bench:
+	$(GO) run ./shared/cmd/jethook-bench $(BENCH_FLAGS)
 
 ## deploy-check: NATS configs (nats-server -t) and compose files; no Docker engine needed
 deploy-check:

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -131,7 +132,7 @@ func TestAPIDocuments(t *testing.T) {
 	s := startSystem(t, options{})
 	post := func(url, contentType string, body []byte, h http.Header) (int, []byte) {
 		if len(body) > 32<<10 {
-			return postOversized(t, url, contentType, body, h)
+			return sendOversized(t, http.MethodPost, url, contentType, body, h)
 		}
 		req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
 		for k, v := range h {
@@ -227,6 +228,11 @@ func TestAPIDocuments(t *testing.T) {
 		}
 	}
 
+	// The admin API: every request example is accepted, and every
+	// documented answer has the real one's fields.
+	admin := newAdminAPI(t, s)
+	checkAdminExamples(t, admin, openapi)
+
 	// Every documented status can be produced.
 	fresh := func() event.OrderPaid { return newEvent(t, "docs@example.com") }
 	signedPost := func(mutate func(h http.Header, body []byte) []byte) int {
@@ -303,6 +309,13 @@ func TestAPIDocuments(t *testing.T) {
 		"GET /readyz 503":              producers["GET /readyz 200"],
 		"POST /webhook/order-paid 503": producers["POST /webhook/order-paid 200"],
 	}
+	adminProduced, adminOutage := adminProducers(t, admin)
+	for k, p := range adminProduced {
+		producers[k] = p
+	}
+	for k, p := range adminOutage {
+		outage[k] = p
+	}
 
 	var documented []string
 	for path, item := range get(openapi, "paths").(map[string]any) {
@@ -337,21 +350,26 @@ func TestAPIDocuments(t *testing.T) {
 			check(key, p)
 		}
 	}
+	admin.cleanup()
 	s.nats.Shutdown()
 	waitHTTP(t, s.ordersURL+"/readyz", 503, 10*time.Second)
 	waitHTTP(t, s.notifyURL+"/readyz", 503, 10*time.Second)
+	// An admin request waits out its timeout against a NATS that is gone
+	// before it answers 503: they run at once.
+	var wg sync.WaitGroup
 	for _, key := range documented {
 		if p := outage[key]; p != nil {
-			check(key, p)
+			wg.Go(func() { check(key, p) })
 		}
 	}
+	wg.Wait()
 }
 
-// postOversized sends a body over the server's limit the way a streaming
+// sendOversized sends a body over the server's limit the way a streaming
 // client does: it reads the answer while still writing, since the server
 // answers 413 and closes without reading the rest (a client that only reads
 // after writing sees a reset instead).
-func postOversized(t *testing.T, rawURL, contentType string, body []byte, h http.Header) (int, []byte) {
+func sendOversized(t *testing.T, method, rawURL, contentType string, body []byte, h http.Header) (int, []byte) {
 	t.Helper()
 	u, err := url.Parse(rawURL)
 	if err != nil {
@@ -369,7 +387,7 @@ func postOversized(t *testing.T, rawURL, contentType string, body []byte, h http
 	}
 	go func() {
 		var b bytes.Buffer
-		fmt.Fprintf(&b, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n", u.Path, u.Host, len(body))
+		fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n", method, u.RequestURI(), u.Host, len(body))
 		_ = head.Write(&b)
 		b.WriteString("\r\n")
 		_, _ = conn.Write(b.Bytes())

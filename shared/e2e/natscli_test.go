@@ -285,7 +285,7 @@ func TestNATSCLI(t *testing.T) {
 
 	t.Run("buckets", func(t *testing.T) {
 		cli := cli.on(t)
-		if got, want := cli.lines("kv", "ls", "--names"), []string{"notifier_processed", "orders", "orders_idempotency", "subscriptions"}; !slices.Equal(got, want) {
+		if got, want := cli.lines("kv", "ls", "--names"), []string{"jobs", "notifier_processed", "orders", "orders_idempotency", "subscriptions"}; !slices.Equal(got, want) {
 			t.Fatalf("kv ls --names = %v, want %v", got, want)
 		}
 		var ids, eventIDs []string

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/mail"
+	"reflect"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -63,9 +65,34 @@ func NewID() (string, error) {
 // Subject returns the ORDERS stream subject of an order's paid event.
 func Subject(orderID string) string { return "orders.paid." + orderID }
 
-// Marshal returns the canonical JSON body of the event.
+// Marshal returns the canonical JSON body of the event: what
+// encoding/json.Marshal writes for it, byte for byte, appended field by
+// field instead of through reflection.
 func (e OrderPaid) Marshal() ([]byte, error) {
-	return json.Marshal(e)
+	d := e.Data
+	b := make([]byte, 0, 256+len(d.ProductName)+len(d.CustomerEmail))
+	b = append(b, `{"id":`...)
+	b = AppendString(b, e.ID)
+	b = append(b, `,"type":`...)
+	b = AppendString(b, e.Type)
+	b = append(b, `,"timestamp":`...)
+	b, err := AppendTime(b, e.Timestamp)
+	if err != nil {
+		return nil, err
+	}
+	b = append(b, `,"data":{"order_id":`...)
+	b = AppendString(b, d.OrderID)
+	b = append(b, `,"customer_email":`...)
+	b = AppendString(b, d.CustomerEmail)
+	b = append(b, `,"product_name":`...)
+	b = AppendString(b, d.ProductName)
+	b = append(b, `,"quantity":`...)
+	b = strconv.AppendInt(b, d.Quantity, 10)
+	b = append(b, `,"amount_minor":`...)
+	b = strconv.AppendInt(b, d.AmountMinor, 10)
+	b = append(b, `,"currency":`...)
+	b = AppendString(b, d.Currency)
+	return append(b, "}}"...), nil
 }
 
 // SyntaxError means the body is not a single well-formed JSON object of the
@@ -89,17 +116,67 @@ func (e *ValidationError) Error() string {
 // Decode parses and validates a webhook body. Unknown fields are allowed
 // (the contract grows by optional fields); trailing data is not. It returns
 // a *SyntaxError or a *ValidationError.
+//
+// The body is decoded once, with the timestamp kept raw; then the checks
+// run in the order that gives each body its error: the shape of well-formed
+// JSON (a top level that is not an object, a timestamp that is not a
+// string), the encoding, the syntax, a timestamp that is not RFC 3339 (it
+// wins over the other fields' type errors, as when decoding into a
+// time.Time, which stops there), the types, trailing data, duplicate keys,
+// and last the contract.
 func Decode(body []byte) (OrderPaid, error) {
-	if fields := shapeErrors(body); fields != nil {
-		return OrderPaid{}, &ValidationError{Fields: fields}
+	var w struct {
+		ID        string          `json:"id"`
+		Type      string          `json:"type"`
+		Timestamp json.RawMessage `json:"timestamp"`
+		Data      OrderData       `json:"data"`
 	}
-	var e OrderPaid
-	if err := DecodeJSON(body, &e); err != nil {
-		var pe *time.ParseError
-		if errors.As(err, &pe) {
-			return OrderPaid{}, &ValidationError{Fields: map[string]string{"timestamp": "must be an RFC 3339 time"}}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	err := dec.Decode(&w)
+	var typeErr *json.UnmarshalTypeError
+	decoded := err == nil || errors.As(err, &typeErr)
+	if decoded && err != nil && typeErr.Field == "" {
+		// A top level of the wrong type names the type it was decoded
+		// into: the event's, not this raw form's.
+		typeErr.Type = reflect.TypeFor[OrderPaid]()
+	}
+	// Decoded with nothing but white space after it is what json.Valid
+	// accepts, without a pass of its own.
+	ended := decoded && atEnd(dec)
+	ts := w.Timestamp
+	if ended {
+		if top := firstByte(body); top != '{' && top != 'n' {
+			return OrderPaid{}, &ValidationError{Fields: map[string]string{"body": "must be a JSON object"}}
 		}
-		return OrderPaid{}, err
+		if len(ts) > 0 && ts[0] != '"' && string(ts) != "null" {
+			return OrderPaid{}, &ValidationError{Fields: map[string]string{"timestamp": "must be an RFC 3339 time string"}}
+		}
+	}
+	if !utf8.Valid(body) {
+		return OrderPaid{}, &SyntaxError{Reason: "body is not valid UTF-8"}
+	}
+	if !decoded {
+		return OrderPaid{}, decodeError(err)
+	}
+	e := OrderPaid{ID: w.ID, Type: w.Type, Data: w.Data}
+	if len(ts) > 0 {
+		if err := e.Timestamp.UnmarshalJSON(ts); err != nil {
+			var pe *time.ParseError
+			if errors.As(err, &pe) {
+				return OrderPaid{}, &ValidationError{Fields: map[string]string{"timestamp": "must be an RFC 3339 time"}}
+			}
+			return OrderPaid{}, &SyntaxError{Reason: err.Error()}
+		}
+	}
+	if err != nil {
+		return OrderPaid{}, decodeError(err)
+	}
+	if !ended {
+		return OrderPaid{}, &SyntaxError{Reason: "unexpected data after the JSON value"}
+	}
+	if key, ok := duplicateKey(body); ok {
+		return OrderPaid{}, &SyntaxError{Reason: fmt.Sprintf("duplicate key %q", key)}
 	}
 	if fields := e.Validate(); len(fields) > 0 {
 		return OrderPaid{}, &ValidationError{Fields: fields}
@@ -107,28 +184,35 @@ func Decode(body []byte) (OrderPaid, error) {
 	return e, nil
 }
 
-// shapeErrors reports what makes well-formed JSON the wrong shape for an
-// event before it is decoded: a top level that is not an object, or a
-// timestamp that is not a string (which encoding/json would report as a
-// syntax error). Malformed JSON is left to DecodeJSON.
-func shapeErrors(body []byte) map[string]string {
-	if !json.Valid(body) {
-		return nil
-	}
-	trimmed := bytes.TrimSpace(body)
-	if trimmed[0] != '{' {
-		if string(trimmed) == "null" {
-			return nil
+// firstByte is the first byte of body that is not JSON white space, or 0.
+func firstByte(body []byte) byte {
+	for _, c := range body {
+		switch c {
+		case ' ', '\t', '\n', '\r':
+		default:
+			return c
 		}
-		return map[string]string{"body": "must be a JSON object"}
 	}
-	var probe struct {
-		Timestamp json.RawMessage `json:"timestamp"`
+	return 0
+}
+
+// atEnd reports whether dec has nothing left but white space.
+func atEnd(dec *json.Decoder) bool {
+	_, err := dec.Token()
+	return errors.Is(err, io.EOF)
+}
+
+// decodeError maps an error of json.Decoder.Decode: a type mismatch is a
+// ValidationError naming the field, anything else a SyntaxError.
+func decodeError(err error) error {
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) && typeErr.Field != "" {
+		return &ValidationError{Fields: map[string]string{typeErr.Field: "must be a " + jsonKind(typeErr.Type.Kind().String())}}
 	}
-	if json.Unmarshal(body, &probe) == nil && len(probe.Timestamp) > 0 && probe.Timestamp[0] != '"' && string(probe.Timestamp) != "null" {
-		return map[string]string{"timestamp": "must be an RFC 3339 time string"}
+	if errors.Is(err, io.EOF) {
+		return &SyntaxError{Reason: "empty body"}
 	}
-	return nil
+	return &SyntaxError{Reason: err.Error()}
 }
 
 // DecodeJSON decodes exactly one JSON value into v. A type mismatch is
@@ -141,78 +225,19 @@ func DecodeJSON(body []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	if err := dec.Decode(v); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) && typeErr.Field != "" {
-			return &ValidationError{Fields: map[string]string{typeErr.Field: "must be a " + jsonKind(typeErr.Type.Kind().String())}}
-		}
-		if errors.Is(err, io.EOF) {
-			return &SyntaxError{Reason: "empty body"}
-		}
 		var pe *time.ParseError
 		if errors.As(err, &pe) {
 			return err
 		}
-		return &SyntaxError{Reason: err.Error()}
+		return decodeError(err)
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+	if !atEnd(dec) {
 		return &SyntaxError{Reason: "unexpected data after the JSON value"}
 	}
 	if key, ok := duplicateKey(body); ok {
 		return &SyntaxError{Reason: fmt.Sprintf("duplicate key %q", key)}
 	}
 	return nil
-}
-
-// duplicateKey finds an object key that occurs twice in the same object.
-// encoding/json silently keeps the last one, so a body that a signature
-// verifier, a proxy and this decoder could read differently is refused.
-// body must already be known to be valid JSON.
-func duplicateKey(body []byte) (string, bool) {
-	type frame struct {
-		object    bool
-		expectKey bool
-		keys      map[string]struct{}
-	}
-	var stack []*frame
-	valueDone := func() {
-		if n := len(stack); n > 0 && stack[n-1].object {
-			stack[n-1].expectKey = true
-		}
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	for {
-		tok, err := dec.Token()
-		if err != nil {
-			return "", false
-		}
-		if n := len(stack); n > 0 && stack[n-1].object && stack[n-1].expectKey {
-			top := stack[n-1]
-			if d, ok := tok.(json.Delim); ok && d == '}' {
-				stack = stack[:n-1]
-				valueDone()
-				continue
-			}
-			key, _ := tok.(string)
-			if _, seen := top.keys[key]; seen {
-				return key, true
-			}
-			top.keys[key] = struct{}{}
-			top.expectKey = false
-			continue
-		}
-		switch tok {
-		case json.Delim('{'):
-			stack = append(stack, &frame{object: true, expectKey: true, keys: map[string]struct{}{}})
-		case json.Delim('['):
-			stack = append(stack, &frame{})
-		case json.Delim(']'):
-			stack = stack[:len(stack)-1]
-			valueDone()
-		default:
-			valueDone()
-		}
-	}
 }
 
 func jsonKind(goKind string) string {

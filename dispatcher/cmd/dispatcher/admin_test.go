@@ -23,19 +23,7 @@ func TestRunServesTheAdminAPI(t *testing.T) {
 		"NOTIFICATION_WEBHOOK_URL": hook, "WEBHOOK_SECRET": secret,
 	})
 	base := "http://" + addr + "/v1/subscriptions/sub_notifier"
-	get := func(url, token string) (int, []byte) {
-		req, _ := http.NewRequest(http.MethodGet, url, nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return 0, nil
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, b
-	}
+	get := func(url, token string) (int, []byte) { return adminRequest(http.MethodGet, url, token, "") }
 	if code, _ := get(base, ""); code != http.StatusUnauthorized {
 		t.Fatalf("without the token: %d, want 401", code)
 	}
@@ -57,4 +45,24 @@ func TestRunServesTheAdminAPI(t *testing.T) {
 	if code != http.StatusOK || !strings.Contains(string(body), `"secret":"`+secret+`"`) {
 		t.Fatalf("sub_notifier's secret: %d; it must be WEBHOOK_SECRET", code)
 	}
+}
+
+// adminRequest sends one admin API request with token (none when empty)
+// and a JSON body (none when empty), and returns the status (0 when the
+// server did not answer) and the body.
+func adminRequest(method, url, token, body string) (int, []byte) {
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
 }

@@ -11,8 +11,12 @@ import (
 	"syscall"
 
 	"github.com/jethook/jethook/dispatcher/internal/admin"
+	"github.com/jethook/jethook/dispatcher/internal/attempt"
 	"github.com/jethook/jethook/dispatcher/internal/config"
+	"github.com/jethook/jethook/dispatcher/internal/deadletter"
 	"github.com/jethook/jethook/dispatcher/internal/deliver"
+	"github.com/jethook/jethook/dispatcher/internal/jobs"
+	"github.com/jethook/jethook/dispatcher/internal/ping"
 	"github.com/jethook/jethook/dispatcher/internal/registry"
 	"github.com/jethook/jethook/dispatcher/internal/ssrf"
 	"github.com/jethook/jethook/dispatcher/internal/subscription"
@@ -73,14 +77,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		},
 		Timings: cfg.Timings(),
 	}, logger, client, deliver.NewMetrics(reg))
+	recovery := jobs.New(conn.JS, subs, logger, jobs.Options{})
+	fleet.Jobs = recovery
 	app := service.NewApp(service.AppConfig{Name: name, Logger: logger, Registry: reg, Ready: fleet.Ready, BodyLimit: admin.MaxBodyBytes})
 	admin.Register(app, admin.Deps{
 		Token: string(cfg.AdminToken), Registry: subs, URLs: guard, Logger: logger,
 		StatusChanged: func(_ context.Context, e registry.Entry) { fleet.StatusChanged(e) },
+		Attempts:      attempt.Reader{JS: conn.JS},
+		DeadLetters:   deadletter.New(conn.JS, logger),
+		Jobs:          recovery,
+		Pinger: &ping.Pinger{Client: guard.Client(cfg.HTTPTimeout, pingConns), Attempts: attempt.NewLog(conn.JS, logger),
+			UserAgent: deliver.UserAgent, Logger: logger},
 	})
 	logger.Info("dispatching to", "webhook_url", sharedconfig.RedactURL(cfg.WebhookURL), "version", deliver.Version)
-	return service.Run(ctx, logger, conn, app, fleet.Run, provisionSubscriptions(subs, cfg, logger))
+	// The fleet provisions every stream and bucket of delivery and of the
+	// platform (deliver.Fleet.Provision) before it delivers.
+	return service.Run(ctx, logger, conn, app, fleet.Run, provisionSubscriptions(subs, cfg, logger), recovery.Run)
 }
+
+// pingConns bounds the connections kept open for pings, which are rare.
+const pingConns = 4
 
 // provisionSubscriptions creates the subscriptions bucket and ensures
 // sub_notifier, retrying while NATS is away; until then the admin API

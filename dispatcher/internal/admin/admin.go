@@ -34,6 +34,13 @@ const (
 	RouteDisable       = Prefix + "/subscriptions/:id/disable"
 	RouteSecret        = Prefix + "/subscriptions/:id/secret"
 	RouteRotate        = Prefix + "/subscriptions/:id/secret/rotate"
+	RoutePing          = Prefix + "/subscriptions/:id/ping"
+	RouteAttempts      = Prefix + "/subscriptions/:id/attempts"
+	RouteEventAttempts = Prefix + "/events/:event_id/attempts"
+	RouteDeadLetters   = Prefix + "/subscriptions/:id/dead-letters"
+	RouteReplay        = Prefix + "/subscriptions/:id/dead-letters/replay"
+	RouteRecover       = Prefix + "/subscriptions/:id/recover"
+	RouteJob           = Prefix + "/jobs/:job_id"
 )
 
 // Registry is what the admin API needs of the subscription registry.
@@ -49,8 +56,9 @@ type Registry interface {
 
 var _ Registry = (*registry.Registry)(nil)
 
-// Deps is what the admin API runs on. Endpoints added later bring their
-// own dependencies here, each an interface declared beside its handlers.
+// Deps is what the admin API runs on, each dependency an interface
+// declared beside its handlers. The routes of a dependency left nil are
+// not served (404), so that a test of one part needs only that part.
 type Deps struct {
 	// Token is ADMIN_TOKEN; a request must present it as a Bearer token.
 	Token string
@@ -58,6 +66,14 @@ type Deps struct {
 	Registry Registry
 	// URLs checks webhook URLs (the SSRF guard).
 	URLs subscription.URLChecker
+	// Attempts reads the attempt log: the attempts routes.
+	Attempts Attempts
+	// DeadLetters reads and replays dead letters: the dead-letters routes.
+	DeadLetters DeadLetters
+	// Jobs makes and reports recovery jobs: recover and the jobs route.
+	Jobs Jobs
+	// Pinger sends pings: the ping route.
+	Pinger Pinger
 	// StatusChanged, when set, is told of every status change made through
 	// the API (enable, disable), after it is stored: where an OPS event
 	// is published. The entry is the subscription as stored.
@@ -102,6 +118,21 @@ func Register(app fiber.Router, d Deps) fiber.Router {
 	v1.Post("/subscriptions/:id/disable", h.disable)
 	v1.Get("/subscriptions/:id/secret", h.secret)
 	v1.Post("/subscriptions/:id/secret/rotate", h.rotate)
+	if d.Pinger != nil {
+		v1.Post("/subscriptions/:id/ping", h.ping)
+	}
+	if d.Attempts != nil {
+		v1.Get("/subscriptions/:id/attempts", h.subscriptionAttempts)
+		v1.Get("/events/:event_id/attempts", h.eventAttempts)
+	}
+	if d.DeadLetters != nil {
+		v1.Get("/subscriptions/:id/dead-letters", h.deadLetters)
+		v1.Post("/subscriptions/:id/dead-letters/replay", h.replay)
+	}
+	if d.Jobs != nil {
+		v1.Post("/subscriptions/:id/recover", h.recoverRange)
+		v1.Get("/jobs/:job_id", h.job)
+	}
 	return v1
 }
 

@@ -18,6 +18,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jethook/jethook/dispatcher/internal/admin"
+	"github.com/jethook/jethook/dispatcher/internal/attempt"
+	"github.com/jethook/jethook/dispatcher/internal/deadletter"
+	"github.com/jethook/jethook/dispatcher/internal/jobs"
+	"github.com/jethook/jethook/dispatcher/internal/ping"
+	"github.com/jethook/jethook/dispatcher/internal/platformtest"
 	"github.com/jethook/jethook/dispatcher/internal/registry"
 	"github.com/jethook/jethook/dispatcher/internal/ssrf"
 	"github.com/jethook/jethook/shared/metrics"
@@ -35,8 +40,10 @@ const token = "admin-token-for-tests-0123456789abcdef"
 type api struct {
 	t       *testing.T
 	addr    string
+	env     *platformtest.Env
 	js      jetstream.JetStream
 	reg     *registry.Registry
+	jobs    *jobs.Manager
 	logs    *testkit.SyncBuffer
 	mu      sync.Mutex
 	changes []registry.Entry // what StatusChanged was told
@@ -50,9 +57,16 @@ func startUnprovisioned(t *testing.T) *api { return start(t, false) }
 
 func start(t *testing.T, provision bool) *api {
 	t.Helper()
-	srv := natstest.RunServer(t)
-	_, js := natstest.Connect(t, srv.URL())
-	a := &api{t: t, js: js, logs: &testkit.SyncBuffer{}}
+	var env *platformtest.Env
+	if provision {
+		env = platformtest.Start(t)
+	} else {
+		srv := natstest.RunServer(t)
+		nc, js := natstest.Connect(t, srv.URL())
+		env = &platformtest.Env{Server: srv, NC: nc, JS: js}
+	}
+	js := env.JS
+	a := &api{t: t, env: env, js: js, logs: &testkit.SyncBuffer{}}
 	logger := slog.New(slog.NewJSONHandler(a.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg, err := registry.New(js, [32]byte{7: 7}, 1, logger, registry.Options{})
 	if err != nil {
@@ -66,13 +80,23 @@ func start(t *testing.T, provision bool) *api {
 		}
 	}
 	a.reg = reg
+	a.jobs = jobs.New(js, reg, logger, jobs.Options{})
+	runJobs, stopJobs := context.WithCancel(context.Background())
+	jobsDone := make(chan struct{})
+	go func() { defer close(jobsDone); _ = a.jobs.Run(runJobs) }()
+	t.Cleanup(func() { stopJobs(); <-jobsDone })
+	// Literal addresses of the documentation ranges stay refused; names
+	// are used as targets, and only 127.0.0.1 is ever dialled.
+	guard := ssrf.New([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
 
 	app := service.NewApp(service.AppConfig{Name: "dispatcher", Logger: logger, Registry: metrics.NewRegistry(), BodyLimit: admin.MaxBodyBytes})
 	admin.Register(app, admin.Deps{
-		Token: token, Registry: reg, Logger: logger,
-		// Literal addresses of the documentation ranges stay refused;
-		// only names are used as targets here, and nothing is dialled.
-		URLs: ssrf.New([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}),
+		Token: token, Registry: reg, Logger: logger, URLs: guard,
+		Attempts:    attempt.Reader{JS: js},
+		DeadLetters: deadletter.New(js, logger),
+		Jobs:        a.jobs,
+		Pinger: &ping.Pinger{Client: guard.Client(5*time.Second, 2), Attempts: attempt.NewLog(js, logger),
+			UserAgent: "jethook/test", Logger: logger},
 		StatusChanged: func(_ context.Context, e registry.Entry) {
 			a.mu.Lock()
 			defer a.mu.Unlock()

@@ -2,6 +2,7 @@ package admin_test
 
 import (
 	"encoding/base64"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -38,12 +39,7 @@ func TestHostileRequests(t *testing.T) {
 		return request{method: method, path: path, body: body, header: map[string]string{"Content-Type": contentType, "If-Match": "*"}}
 	}
 
-	tests := []struct {
-		name   string
-		req    request
-		status int
-		field  string // a key the errors map must have
-	}{
+	tests := []hostileCase{
 		// Authentication, on every endpoint, before anything else.
 		{name: "create without a token", req: noAuth("POST", "/v1/subscriptions"), status: 401},
 		{name: "list without a token", req: noAuth("GET", "/v1/subscriptions"), status: 401},
@@ -166,10 +162,33 @@ func TestHostileRequests(t *testing.T) {
 		{name: "GET rotate", req: json("GET", sub+"/secret/rotate", ""), status: 405},
 		{name: "unknown route", req: json("GET", "/v1/nothing-here", ""), status: 404},
 	}
-	for _, tt := range tests {
+	a.refuses(t, tests, func() string { return fmt.Sprint(a.lastSeq()) })
+	// And the subscription is as it was.
+	a.t = t
+	r = a.do(request{method: "GET", path: sub})
+	if got := decode[subscriptionView](t, r, 200); got.Description != "x" || got.Status != "enabled" || r.header.Get("ETag") == stale {
+		t.Fatalf("after the hostile requests: %s", r.body)
+	}
+	t.Logf("%d hostile cases", len(tests))
+}
+
+// hostileCase is a request the API must refuse.
+type hostileCase struct {
+	name   string
+	req    request
+	status int
+	field  string // a key the errors map must have
+}
+
+// refuses sends each case and checks that it is answered problem+json
+// with its status (and field), a 401 with a Bearer challenge, and that
+// state, a picture of what the API can change, is the same after it.
+func (a *api) refuses(t *testing.T, cases []hostileCase, state func() string) {
+	t.Helper()
+	for _, tt := range cases {
 		t.Run(tt.name, func(t *testing.T) {
 			a.t = t
-			before := a.lastSeq()
+			before := state()
 			r := a.do(tt.req)
 			if r.status != tt.status {
 				t.Fatalf("status %d, want %d: %s", r.status, tt.status, r.body)
@@ -183,16 +202,10 @@ func TestHostileRequests(t *testing.T) {
 			if tt.status == 401 && !strings.HasPrefix(r.header.Get("WWW-Authenticate"), "Bearer ") {
 				t.Errorf("401 without a Bearer challenge: %q", r.header.Get("WWW-Authenticate"))
 			}
-			if after := a.lastSeq(); after != before {
-				t.Errorf("the registry changed (last sequence %d → %d)", before, after)
+			if after := state(); after != before {
+				t.Errorf("something changed: %s → %s", before, after)
 			}
 		})
 	}
-	// And the subscription is as it was.
 	a.t = t
-	r = a.do(request{method: "GET", path: sub})
-	if got := decode[subscriptionView](t, r, 200); got.Description != "x" || got.Status != "enabled" || r.header.Get("ETag") == stale {
-		t.Fatalf("after the hostile requests: %s", r.body)
-	}
-	t.Logf("%d hostile cases", len(tests))
 }

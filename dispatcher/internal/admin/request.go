@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -105,42 +106,56 @@ func decodeProblem(err error) error {
 	return err
 }
 
-// listQuery reads ?limit= and ?cursor=; any other parameter, or one given
-// twice, is refused, so that a typo (?limt=) is not silently ignored.
-func listQuery(c *fiber.Ctx) (after string, limit int, err error) {
+// query reads the query string: each parameter at most once, and only
+// those in known, so that a typo (?limt=) is not silently ignored. It
+// returns the values, and the errors map of what is refused.
+func query(c *fiber.Ctx, known ...string) (map[string]string, map[string]string) {
+	values := map[string]string{}
 	errs := map[string]string{}
-	seen := map[string]bool{}
-	limit = DefaultLimit
 	c.Request().URI().QueryArgs().VisitAll(func(k, v []byte) {
 		key := string(k)
-		if seen[key] {
+		switch _, seen := values[key]; {
+		case seen:
 			errs[queryName(key)] = "is given more than once"
-			return
-		}
-		seen[key] = true
-		switch key {
-		case "limit":
-			n, perr := strconv.Atoi(string(v))
-			if perr != nil || n < 1 || n > MaxLimit || strconv.Itoa(n) != string(v) {
-				errs["limit"] = fmt.Sprintf("must be an integer between 1 and %d", MaxLimit)
-				return
-			}
-			limit = n
-		case "cursor":
-			id, ok := decodeCursor(string(v))
-			if !ok {
-				errs["cursor"] = "is not a next_cursor of this API"
-				return
-			}
-			after = id
+		case !slices.Contains(known, key):
+			errs[queryName(key)] = "is not a known query parameter (" + strings.Join(known, ", ") + ")"
 		default:
-			errs[queryName(key)] = "is not a known query parameter (limit, cursor)"
+			values[key] = string(v)
 		}
 	})
+	return values, errs
+}
+
+// limit reads ?limit=: DefaultLimit when absent, else an integer in
+// [1, MaxLimit] written plainly.
+func limit(values, errs map[string]string) int {
+	v, ok := values["limit"]
+	if !ok {
+		return DefaultLimit
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > MaxLimit || strconv.Itoa(n) != v {
+		errs["limit"] = fmt.Sprintf("must be an integer between 1 and %d", MaxLimit)
+		return 0
+	}
+	return n
+}
+
+// listQuery reads ?limit= and ?cursor= of the subscription list.
+func listQuery(c *fiber.Ctx) (after string, n int, err error) {
+	values, errs := query(c, "limit", "cursor")
+	n = limit(values, errs)
+	if v, ok := values["cursor"]; ok {
+		id, ok := decodeCursor(v)
+		if !ok {
+			errs["cursor"] = "is not a next_cursor of this API"
+		}
+		after = id
+	}
 	if len(errs) > 0 {
 		return "", 0, problem.Invalid(errs)
 	}
-	return after, limit, nil
+	return after, n, nil
 }
 
 func queryName(k string) string {

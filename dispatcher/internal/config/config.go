@@ -24,7 +24,7 @@ const (
 	DefaultRetryMax    = time.Hour
 	DefaultMaxDeliver  = 15
 	DefaultHTTPTimeout = 5 * time.Second
-	DefaultConcurrency = 8
+	DefaultConcurrency = 32
 
 	DefaultBreakerFailures   = 10
 	DefaultBreakerCooloff    = 30 * time.Second

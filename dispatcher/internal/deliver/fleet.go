@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jethook/jethook/dispatcher/internal/attempt"
+	"github.com/jethook/jethook/dispatcher/internal/platform"
 	"github.com/jethook/jethook/dispatcher/internal/redeliver"
 	"github.com/jethook/jethook/dispatcher/internal/registry"
 	"github.com/jethook/jethook/dispatcher/internal/subscription"
@@ -112,22 +113,23 @@ func (f *Fleet) policy() policy {
 	return policy{retryBase: f.set.RetryBase, retryMax: f.set.RetryMax, maxDeliver: f.set.MaxDeliver}
 }
 
-// streams are the streams delivery needs.
+// streams are the streams delivery needs of its own; the platform's come
+// from platform.Objects.
 func (f *Fleet) streams() []jetstream.StreamConfig {
-	r := f.set.Replicas
-	return []jetstream.StreamConfig{
-		natsx.OrdersStream(r), natsx.DeadletterStream(r), natsx.AttemptsStream(r, f.set.AttemptLogMaxAge),
-		natsx.RedeliveriesStream(r), natsx.OpsStream(r),
-	}
+	return []jetstream.StreamConfig{natsx.OrdersStream(f.set.Replicas), natsx.DeadletterStream(f.set.Replicas)}
 }
 
-// Provision creates or updates the streams delivery needs. It is
-// idempotent, and safe from every replica at once.
+// Provision creates or updates the streams delivery needs and those of the
+// platform (the attempt log, the redelivery queue, OPS, the jobs bucket).
+// It is idempotent, and safe from every replica at once.
 func (f *Fleet) Provision(ctx context.Context) error {
 	if !f.nc.IsConnected() {
 		return natsx.ErrNotConnected
 	}
 	if err := natsx.Provision(ctx, f.js, f.streams(), nil); err != nil {
+		return err
+	}
+	if err := platform.Provision(ctx, f.js, f.set.Replicas, f.set.AttemptLogMaxAge); err != nil {
 		return err
 	}
 	f.provisioned.Store(true)
@@ -138,15 +140,13 @@ func (f *Fleet) Provision(ctx context.Context) error {
 // connected, the streams exist, the registry has been read, and every
 // subscription that delivers has its consumer.
 func (f *Fleet) Ready(ctx context.Context) error {
-	var streams []string
+	req := platform.Requirement()
 	for _, s := range f.streams() {
-		streams = append(streams, s.Name)
+		req.Streams = append(req.Streams, s.Name)
 	}
-	err := natsx.Check(ctx, f.nc, f.js, natsx.Requirement{
-		Streams:   streams,
-		Consumers: [][2]string{{natsx.StreamRedeliveries, natsx.ConsumerRedeliver}},
-		Buckets:   []string{natsx.BucketSubscriptions},
-	})
+	req.Consumers = append(req.Consumers, [2]string{natsx.StreamRedeliveries, natsx.ConsumerRedeliver})
+	req.Buckets = append(req.Buckets, natsx.BucketSubscriptions)
+	err := natsx.Check(ctx, f.nc, f.js, req)
 	if err != nil {
 		return err
 	}

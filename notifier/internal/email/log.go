@@ -14,8 +14,9 @@ type LogSender struct {
 }
 
 // Send logs that m would be sent now.
-func (s LogSender) Send(ctx context.Context, m Message, commit func(context.Context) error) error {
-	if err := commit(ctx); err != nil {
+func (s LogSender) Send(ctx context.Context, m Message, commit Commit) error {
+	// A log line has no answer to wait for.
+	if err := commit(ctx, 0); err != nil {
 		return &SendError{Stage: StageCommit, Err: err}
 	}
 	s.Logger.InfoContext(ctx, "Sending confirmation email to "+m.To+" for order "+m.OrderID,

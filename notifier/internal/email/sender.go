@@ -5,19 +5,25 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/emersion/go-smtp"
 )
 
 // Sender delivers one email. commit is called once the message has been
-// transmitted, just before its final "." is sent: from the dot on, the
-// relay may own the message, and the worker secures its claim on the event
-// for as long as the answer may take. An error from commit aborts the send
-// without the dot, so that nothing is delivered. An error from Send is a
-// *SendError when the relay refused or the conversation broke.
+// transmitted, just before its final "." is sent, with the longest the
+// answer may take: from the dot on, the relay may own the message, and
+// the worker secures its claim on the event for that long. An error from
+// commit aborts the send without the dot, so that nothing is delivered.
+// An error from Send is a *SendError when the relay refused or the
+// conversation broke.
 type Sender interface {
-	Send(ctx context.Context, m Message, commit func(context.Context) error) error
+	Send(ctx context.Context, m Message, commit Commit) error
 }
+
+// Commit secures a send just before the point of no return; wait is how
+// long the answer may take after it.
+type Commit func(ctx context.Context, wait time.Duration) error
 
 // Stages of an SMTP conversation, as a SendError names them.
 const (

@@ -14,7 +14,7 @@ import (
 )
 
 // noCommit is the commit of a send that nothing guards.
-func noCommit(context.Context) error { return nil }
+func noCommit(context.Context, time.Duration) error { return nil }
 
 func newSender(t *testing.T, addr string, change func(*SMTPConfig)) *SMTPSender {
 	t.Helper()
@@ -153,7 +153,7 @@ func TestCommitRefusalSendsNothing(t *testing.T) {
 	mail := smtptest.Start(t)
 	s := newSender(t, mail.Addr, nil)
 	lost := errors.New("claim lost")
-	err := s.Send(context.Background(), NewMessage(sampleEvent()), func(context.Context) error { return lost })
+	err := s.Send(context.Background(), NewMessage(sampleEvent()), func(context.Context, time.Duration) error { return lost })
 	var se *SendError
 	if !errors.As(err, &se) || se.Stage != StageCommit || !errors.Is(err, lost) {
 		t.Fatalf("Send = %v, want a commit failure", err)

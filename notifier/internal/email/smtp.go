@@ -128,7 +128,7 @@ func (s *SMTPSender) Close() {
 
 // Send delivers m over a pooled connection. It waits for a free one while
 // MaxConns emails are in flight.
-func (s *SMTPSender) Send(ctx context.Context, m Message, commit func(context.Context) error) error {
+func (s *SMTPSender) Send(ctx context.Context, m Message, commit Commit) error {
 	select {
 	case s.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -163,7 +163,7 @@ func (s *SMTPSender) Send(ctx context.Context, m Message, commit func(context.Co
 
 // transact sends m on c and reports whether c can carry another message:
 // after a refusal it can, after a broken conversation it cannot.
-func (s *SMTPSender) transact(ctx context.Context, c *smtpConn, m Message, commit func(context.Context) error) (reuse bool, err error) {
+func (s *SMTPSender) transact(ctx context.Context, c *smtpConn, m Message, commit Commit) (reuse bool, err error) {
 	if err := c.client.Mail(s.cfg.From, nil); err != nil {
 		return refused(StageMail, err)
 	}
@@ -177,7 +177,7 @@ func (s *SMTPSender) transact(ctx context.Context, c *smtpConn, m Message, commi
 	if _, err := w.Write(m.Render(s.cfg.From, s.now())); err != nil {
 		return false, sendError(StageData, err)
 	}
-	if err := commit(ctx); err != nil {
+	if err := commit(ctx, s.cfg.DataTimeout); err != nil {
 		// Without the final dot the relay discards what it got; closing
 		// the connection is the only way to take DATA back.
 		return false, &SendError{Stage: StageCommit, Err: err}

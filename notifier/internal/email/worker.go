@@ -212,13 +212,18 @@ func (l *lease) keep(ctx context.Context) {
 
 // commit is called just before the final dot: it stops the renewals and
 // extends the lease to CommitLease, or refuses, so that the dot is not
-// sent, when the claim is lost or about to lapse.
-func (l *lease) commit(ctx context.Context) error {
+// sent, when the claim is lost or about to lapse. A lease that already
+// outlasts the wait for the answer (none, for a log line) is kept as it
+// is, which saves a write.
+func (l *lease) commit(ctx context.Context, wait time.Duration) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.committed = true
 	if l.w.now().Add(l.w.margin()).After(l.claim.Until) {
 		return errLeaseLapsing
+	}
+	if l.w.now().Add(wait + l.w.margin()).Before(l.claim.Until) {
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, min(storeTimeout, time.Until(l.claim.Until)-l.w.margin()))
 	defer cancel()

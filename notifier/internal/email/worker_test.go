@@ -696,3 +696,23 @@ func TestDecide(t *testing.T) {
 		t.Fatalf("refusal headers %v, want the SMTP code, stage and reply", d.Headers)
 	}
 }
+
+// TestCommitLeaseCoversTheWaitForTheDot: while a relay takes 6 s to
+// answer the final dot, a second message for the same event (its webhook
+// delivered again after JetStream's duplicate window) waits, because the
+// claim was extended at the dot to outlast the answer; the claim lease
+// alone (2 s here) would have lapsed and let it send a second copy.
+func TestCommitLeaseCoversTheWaitForTheDot(t *testing.T) {
+	f := startWorkers(t, setup{workers: 2})
+	f.smtp.SetLatency(6 * time.Second)
+	ev := testkit.OrderPaid(t)
+	f.publish(ev, ev.ID)
+	eventually(t, 5*time.Second, "the email at its final dot", func() bool { return f.smtp.Attempts() == 1 })
+	time.Sleep(3 * time.Second) // past the claim lease
+	f.publish(ev, ev.ID+"-again")
+	f.waitSettled(ev)
+	eventually(t, 20*time.Second, "both messages settled", func() bool { return f.pending() == 0 })
+	if n := len(f.smtp.Messages()); n != 1 {
+		t.Fatalf("%d emails, want 1", n)
+	}
+}

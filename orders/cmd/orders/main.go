@@ -103,6 +103,12 @@ func provision(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, cfg c
 	if err != nil {
 		return nil, err
 	}
-	st := store.New(nc, js, orders, keys)
-	return &order.Service{Store: st, Publisher: m.Publisher(st), Events: st, Payer: order.SimulatedPayer{}, Logger: logger}, nil
+	st, err := store.New(ctx, nc, js, orders, keys, cfg.PublishTimeout, logger)
+	if err != nil {
+		return nil, err
+	}
+	return &order.Service{
+		Store: st, Publisher: m.Publisher(st), Events: st, Payer: order.SimulatedPayer{}, Logger: logger,
+		EventRetention: natsx.OrdersStream(cfg.StreamReplicas).MaxAge,
+	}, nil
 }

@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/jethook/jethook/shared/testkit"
 	"io"
 	"net"
 	"net/http"
@@ -20,6 +19,7 @@ import (
 	"github.com/jethook/jethook/shared/event"
 	"github.com/jethook/jethook/shared/natstest"
 	"github.com/jethook/jethook/shared/natsx"
+	"github.com/jethook/jethook/shared/testkit"
 )
 
 // Shared test helpers, under the names these tests use.
@@ -36,7 +36,13 @@ type instance struct {
 
 // startOrders runs the service as main does, on a free port, and stops it
 // when the test ends.
-func startOrders(t *testing.T, natsURL string, waitReady bool, extra ...string) *instance {
+func startOrders(t testing.TB, natsURL string, waitReady bool, extra ...string) *instance {
+	t.Helper()
+	return startOrdersLogging(t, natsURL, waitReady, io.Discard, extra...)
+}
+
+// startOrdersLogging is startOrders with the service's log going to stdout.
+func startOrdersLogging(t testing.TB, natsURL string, waitReady bool, stdout io.Writer, extra ...string) *instance {
 	t.Helper()
 	addr := freeAddr(t)
 	env := map[string]string{"NATS_URL": natsURL, "ORDERS_ADDR": addr, "LOG_FORMAT": "text", "PUBLISH_TIMEOUT": "2s"}
@@ -45,7 +51,7 @@ func startOrders(t *testing.T, natsURL string, waitReady bool, extra ...string) 
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &instance{base: "http://" + addr, done: make(chan error, 1), stop: cancel}
-	go func() { s.done <- run(ctx, nil, func(k string) string { return env[k] }, io.Discard, io.Discard) }()
+	go func() { s.done <- run(ctx, nil, func(k string) string { return env[k] }, stdout, io.Discard) }()
 	t.Cleanup(func() {
 		cancel()
 		select {

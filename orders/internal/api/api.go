@@ -75,7 +75,7 @@ func (h *Handler) create(c *fiber.Ctx) error {
 		h.Metrics.orderCreated()
 	}
 	c.Location("/orders/" + o.OrderID)
-	return c.Status(http.StatusCreated).JSON(view(o))
+	return sendOrder(c, http.StatusCreated, o)
 }
 
 func (h *Handler) get(c *fiber.Ctx) error {
@@ -90,7 +90,7 @@ func (h *Handler) get(c *fiber.Ctx) error {
 		return serviceProblem(err)
 	}
 	metrics.Annotate(c, "order_id", o.OrderID, "event_id", o.EventID)
-	return c.JSON(view(o))
+	return sendOrder(c, http.StatusOK, o)
 }
 
 func (h *Handler) service() (*order.Service, error) {
@@ -100,10 +100,16 @@ func (h *Handler) service() (*order.Service, error) {
 	return nil, problem.New(http.StatusServiceUnavailable, "not ready: NATS is not provisioned yet")
 }
 
-// view drops what the API does not show.
-func view(o order.Order) order.Order {
+// sendOrder answers with the order as the API shows it: without its
+// fingerprint.
+func sendOrder(c *fiber.Ctx, status int, o order.Order) error {
 	o.Fingerprint = ""
-	return o
+	b, err := o.AppendJSON(make([]byte, 0, 384))
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Status(status).Send(b)
 }
 
 // requireJSON accepts an uncompressed JSON body only: a compressed one
@@ -137,6 +143,8 @@ func serviceProblem(err error) error {
 		return problem.New(http.StatusNotFound, "no order with this id")
 	case errors.Is(err, order.ErrKeyReused):
 		return problem.New(http.StatusConflict, "this Idempotency-Key was used with a different request body")
+	case errors.Is(err, order.ErrKeyTooOld):
+		return problem.New(http.StatusConflict, "this Idempotency-Key's order was never confirmed and is too old to resume safely; send the order again with a new key")
 	case errors.Is(err, order.ErrUnavailable):
 		return problem.New(http.StatusServiceUnavailable, "the event store is unavailable; retry with the same Idempotency-Key")
 	}

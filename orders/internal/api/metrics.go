@@ -102,12 +102,12 @@ type timedPublisher struct {
 
 var _ order.EventPublisher = timedPublisher{}
 
-func (t timedPublisher) PublishOrderPaid(ctx context.Context, e event.OrderPaid) error {
+func (t timedPublisher) PublishOrderPaid(ctx context.Context, e event.OrderPaid, createdAt time.Time) (bool, error) {
 	start := time.Now()
-	err := t.next.PublishOrderPaid(ctx, e)
+	stored, err := t.next.PublishOrderPaid(ctx, e, createdAt)
 	t.m.publishDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		t.m.publishErrors.Inc()
 	}
-	return err
+	return stored, err
 }

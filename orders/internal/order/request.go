@@ -3,10 +3,9 @@ package order
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"regexp"
 	"strconv"
+	"strings"
 
 	"github.com/jethook/jethook/shared/event"
 	"github.com/jethook/jethook/shared/money"
@@ -32,8 +31,6 @@ func (r Request) Fingerprint() string {
 	return hex.EncodeToString(h[:])
 }
 
-var plainDecimal = regexp.MustCompile(`^-?[0-9]{1,20}(\.[0-9]{1,20})?$`)
-
 var knownFields = map[string]bool{
 	"product_name": true, "quantity": true, "price_per_item": true, "customer_email": true, "currency": true,
 }
@@ -41,16 +38,20 @@ var knownFields = map[string]bool{
 // ParseRequest decodes and validates a POST /orders body. It returns an
 // *event.SyntaxError for malformed JSON and an *event.ValidationError with
 // every failing field otherwise. price_per_item may be a JSON number or a
-// decimal string; either way it is parsed exactly, never as a float.
+// decimal string; either way it is parsed exactly, never as a float. The
+// body is read in one pass, into its members, and each field from its own
+// bytes.
 func ParseRequest(body []byte) (Request, error) {
-	var raw map[string]json.RawMessage
-	if err := event.DecodeJSON(body, &raw); err != nil || raw == nil {
+	members, err := event.ObjectMembers(body)
+	if err != nil {
 		return Request{}, &event.SyntaxError{Reason: "body must be a JSON object"}
 	}
+	raw := make(map[string][]byte, len(members))
 	errs := map[string]string{}
-	for k := range raw {
-		if !knownFields[k] {
-			errs[k] = "is not a known field"
+	for _, m := range members {
+		raw[m.Key] = m.Value
+		if !knownFields[m.Key] {
+			errs[m.Key] = "is not a known field"
 		}
 	}
 	var r Request
@@ -88,21 +89,21 @@ func ParseRequest(body []byte) (Request, error) {
 	return r, nil
 }
 
-func stringField(raw map[string]json.RawMessage, name string, errs map[string]string) string {
+func stringField(raw map[string][]byte, name string, errs map[string]string) string {
 	v, ok := raw[name]
 	if !ok || string(v) == "null" {
 		errs[name] = "is required"
 		return ""
 	}
-	var s string
-	if err := json.Unmarshal(v, &s); err != nil {
+	s, ok := event.StringValue(v)
+	if !ok {
 		errs[name] = "must be a string"
 		return ""
 	}
 	return s
 }
 
-func quantityField(raw map[string]json.RawMessage, errs map[string]string) int64 {
+func quantityField(raw map[string][]byte, errs map[string]string) int64 {
 	v, ok := raw["quantity"]
 	if !ok || string(v) == "null" {
 		errs["quantity"] = "is required"
@@ -121,7 +122,7 @@ func quantityField(raw map[string]json.RawMessage, errs map[string]string) int64
 	return n
 }
 
-func priceField(raw map[string]json.RawMessage, currency string, errs map[string]string) int64 {
+func priceField(raw map[string][]byte, currency string, errs map[string]string) int64 {
 	v, ok := raw["price_per_item"]
 	if !ok || string(v) == "null" {
 		errs["price_per_item"] = "is required"
@@ -129,7 +130,7 @@ func priceField(raw map[string]json.RawMessage, currency string, errs map[string
 	}
 	text := string(v)
 	if len(v) > 0 && v[0] == '"' {
-		if err := json.Unmarshal(v, &text); err != nil {
+		if text, ok = event.StringValue(v); !ok {
 			errs["price_per_item"] = "must be a number or a decimal string"
 			return 0
 		}
@@ -137,7 +138,7 @@ func priceField(raw map[string]json.RawMessage, currency string, errs map[string
 	// Only plain decimals: an exponent ("1e2"), a plus sign, spaces or a
 	// thousands separator make a price easy to misread, so they are refused
 	// rather than guessed at.
-	if !plainDecimal.MatchString(text) {
+	if !plainDecimal(text) {
 		errs["price_per_item"] = "must be a plain decimal such as 10.50 or \"10.50\""
 		return 0
 	}
@@ -147,4 +148,24 @@ func priceField(raw map[string]json.RawMessage, currency string, errs map[string
 		return 0
 	}
 	return minor
+}
+
+// plainDecimal reports whether s is an optional minus, 1 to 20 digits, and
+// optionally a point and 1 to 20 more digits.
+func plainDecimal(s string) bool {
+	s = strings.TrimPrefix(s, "-")
+	whole, frac, dot := strings.Cut(s, ".")
+	return digits(whole) && (!dot || digits(frac))
+}
+
+func digits(s string) bool {
+	if len(s) < 1 || len(s) > 20 {
+		return false
+	}
+	for i := range len(s) {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }

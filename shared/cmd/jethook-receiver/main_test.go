@@ -23,7 +23,9 @@ func TestReceiver(t *testing.T) {
 	out := &testkit.SyncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"-addr", addr, "-secret", raw}, func(string) string { return "" }, out) }()
+	go func() {
+		done <- run(ctx, []string{"-addr", addr, "-secret", raw}, func(string) string { return "" }, out)
+	}()
 	t.Cleanup(func() { cancel(); <-done })
 	testkit.Eventually(t, 5*time.Second, "the receiver listening", func() bool { return strings.Contains(out.String(), "listening") })
 
