@@ -34,8 +34,8 @@ const smtpTimeout = 2 * time.Second
 // the answer to a message's final ".": far longer than any slow or stalled
 // answer of the schedule, so that the notifier never gives up on a message
 // the relay then accepts, yet short enough that a notifier killed while it
-// waited leaves a claim (SMTP_DATA_TIMEOUT + 1 min) that lapses within the
-// drain.
+// waited leaves a claim that lapses within the drain (its lease is at most
+// SMTP_DATA_TIMEOUT + 1 min from the dot).
 const smtpDataTimeout = 20 * time.Second
 
 // replicas is how many processes of the dispatcher and of the notifier run
