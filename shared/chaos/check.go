@@ -41,9 +41,10 @@ func emailOrderID(m smtptest.Message) string {
 }
 
 // The leases of the notifier's claims (notifier/internal/config): a claim
-// lives claimLease while its email is prepared, and commitLease from the
-// final dot on. A notifier that dies leaves its claim to lapse; only then may
-// another delivery take the event over.
+// lives claimLease while its email is prepared, and at most commitLease
+// from the final dot on (the notifier extends it there only when the wait
+// for the answer could outlast it). A notifier that dies leaves its claim to
+// lapse; only then may another delivery take the event over.
 const (
 	claimLease  = 30 * time.Second
 	commitLease = smtpDataTimeout + time.Minute
@@ -147,7 +148,7 @@ func (h *harness) drainAndCheck(ctx context.Context, gen *loadGen) error {
 			h.log.printf("draining: %d acknowledged orders without email or dead letter, %s", missing, describe(last, lastErr))
 			if lastErr == nil && last.notifications > 0 && time.Since(began) > claimNoteAfter {
 				h.log.printf("draining: an email waiting this long is most likely held by the claim of a notifier killed while sending; "+
-					"another delivery takes it over once it lapses, %s after its last renewal, or %s after its final dot", claimLease, commitLease)
+					"another delivery takes it over once it lapses, %s after its last renewal, or up to %s after its final dot", claimLease, commitLease)
 				claimNoteAfter = h.cfg.DrainTimeout
 			}
 			nextReport = nextReport.Add(progressEvery)
