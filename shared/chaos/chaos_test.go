@@ -14,10 +14,10 @@ import (
 // It leaves out kill -9 of the notifiers. A kill that lands between the
 // final dot of an email and the KV write that records it as sent is the
 // window the notifier documents: the email's outcome is unknown, it is
-// sent again once the claim lapses (at most SMTP_DATA_TIMEOUT + 1 min, 80 s here)
-// and the customer gets it twice. The window is a KV round trip long with
-// a healthy relay, rare per kill but likely enough, on a busy machine, to
-// make a test fail by chance; the default run of the command includes
+// sent again once the claim lapses (at most SMTP_DATA_TIMEOUT + 1 min,
+// 80 s here) and the customer gets it twice. The window is a KV round trip
+// long with a healthy relay, rare per kill but likely enough, on a busy
+// machine, to make a test fail by chance; the default run of the command includes
 // those kills and reports what they cause. A SIGTERM is safe: the
 // notifier finishes its emails within its grace, and the plan never stops
 // a notifier while the relay is slow to answer.
