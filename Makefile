@@ -40,7 +40,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzParseRequest -fuzztime=$(FUZZTIME) ./orders/internal/order/
 	$(GO) test -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME) ./dispatcher/internal/subscription/
 
-## chaos: the chaos harness (CHAOS_SEED, CHAOS_DURATION=2m, CHAOS_RATE=5); see docs/RELIABILITY.md
+## chaos: the chaos harness, two replicas of dispatcher and notifier (CHAOS_SEED, CHAOS_DURATION=2m, CHAOS_RATE=5, CHAOS_FAULTS); see docs/RELIABILITY.md
 chaos:
 	$(GO) run ./shared/cmd/jethook-chaos
 

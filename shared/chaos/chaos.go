@@ -19,7 +19,7 @@ type Config struct {
 	Duration time.Duration
 	// Rate is how many orders per second the load creates.
 	Rate float64
-	// Faults is how many faults to plan; zero means one per four seconds
+	// Faults is how many faults to plan; zero means one per two seconds
 	// of the fault window and at least one of each kind.
 	Faults int
 	// Kinds are the kinds of fault to draw from; nil means AllKinds.
@@ -37,10 +37,11 @@ type Config struct {
 }
 
 // DefaultDuration and DefaultRate are the settings of a run that does not
-// name its own.
+// name its own; MaxFaults bounds the faults a run may ask for.
 const (
 	DefaultDuration = 2 * time.Minute
 	DefaultRate     = 5.0
+	MaxFaults       = 10_000
 )
 
 func (c Config) withDefaults() Config {
@@ -70,6 +71,9 @@ func (c Config) validate() error {
 	if c.Rate > 200 {
 		errs = append(errs, fmt.Errorf("rate %g orders/s is more than a chaos run needs: want at most 200", c.Rate))
 	}
+	if c.Faults > MaxFaults {
+		errs = append(errs, fmt.Errorf("%d faults are more than a run can place: want at most %d", c.Faults, MaxFaults))
+	}
 	for _, k := range c.Kinds {
 		if _, ok := kindSpecs[k]; !ok {
 			errs = append(errs, fmt.Errorf("unknown fault kind %q", k))
@@ -80,17 +84,25 @@ func (c Config) validate() error {
 
 // DeadLetter is one message of the DEADLETTER stream, with its reasons.
 type DeadLetter struct {
-	Sequence   uint64
-	Subject    string
+	Sequence uint64
+	Subject  string
+	// Owner is whose dead letter it is (Jethook-Subscription): a
+	// subscription, or the email worker's consumer, notifier-email.
+	Owner      string
 	EventID    string
+	Reason     string
 	Attempts   string
 	LastStatus string
 	LastError  string
+	// SMTPCode is the relay's reply code of an email dead letter.
+	SMTPCode string
+	// OrderID and CustomerEmail come from the event in the body.
+	OrderID, CustomerEmail string
 }
 
 func (d DeadLetter) String() string {
-	return fmt.Sprintf("seq=%d subject=%s event_id=%s attempts=%s last_status=%s last_error=%q",
-		d.Sequence, d.Subject, d.EventID, d.Attempts, d.LastStatus, d.LastError)
+	return fmt.Sprintf("seq=%d subject=%s owner=%s event_id=%s reason=%q attempts=%s last_status=%s smtp_code=%s last_error=%q",
+		d.Sequence, d.Subject, d.Owner, d.EventID, d.Reason, d.Attempts, d.LastStatus, d.SMTPCode, d.LastError)
 }
 
 // Result is what a run observed.
@@ -105,9 +117,19 @@ type Result struct {
 	Orders, Acked int
 	// Emails is every email the mail server accepted.
 	Emails int
-	// Lost counts acknowledged orders without an email; Duplicated counts
-	// orders with more than one.
+	// Lost counts acknowledged orders without an email and without a
+	// dead letter that explains it; Duplicated counts orders with more
+	// than one email.
 	Lost, Duplicated int
+	// Refused counts acknowledged orders without an email whose email the
+	// relay refused for good during a reject window, each with its dead
+	// letter; RecipientsRefused counts the relay's 550 answers.
+	Refused, RecipientsRefused int
+	// RefusedThenSent counts orders with a refusal dead letter that were
+	// emailed all the same: their webhook came again after the window
+	// (a dispatcher that died before its ack, a receiver that hung), found
+	// no email sent and sent it.
+	RefusedThenSent int
 	// Unexpected counts order ids with an email but without a 201; Unknown
 	// counts those the orders service does not know either, or emails
 	// that name no order.
@@ -119,8 +141,17 @@ type Result struct {
 	// Backlog describes what was still pending in JetStream when the drain
 	// ended; empty means nothing.
 	Backlog string
-	// DeadLetters lists the DEADLETTER stream after the drain.
-	DeadLetters []DeadLetter
+	// DeadLetters lists the DEADLETTER stream after the drain, and
+	// UnexplainedDeadLetters those that are not the refusal of an email
+	// the relay refused during a reject window.
+	DeadLetters, UnexplainedDeadLetters []DeadLetter
+	// RetryAfterAnswers counts the proxy's 429 and 503 answers with
+	// Retry-After; RetryAfterEarly names the webhooks that came back
+	// sooner than they were asked to.
+	RetryAfterAnswers int
+	RetryAfterEarly   []string
+	// Forwarded counts the webhooks the proxy handed to each notifier.
+	Forwarded []int64
 	// Crashes lists processes that exited without being told to.
 	Crashes []string
 	// Notes are observations that are not failures by themselves, such as
@@ -137,8 +168,8 @@ type Result struct {
 
 // Line is the one-line summary the command prints last.
 func (r Result) Line() string {
-	return fmt.Sprintf("chaos: seed=%d acked=%d emails=%d lost=%d duplicated=%d faults=%d dead_letters=%d",
-		r.Seed, r.Acked, r.Emails, r.Lost, r.Duplicated, r.Faults, len(r.DeadLetters))
+	return fmt.Sprintf("chaos: seed=%d acked=%d emails=%d lost=%d duplicated=%d refused=%d faults=%d dead_letters=%d",
+		r.Seed, r.Acked, r.Emails, r.Lost, r.Duplicated, r.Refused, r.Faults, len(r.DeadLetters))
 }
 
 // Failures lists every way the run broke the system's guarantees or could
@@ -157,11 +188,22 @@ func (r Result) Failures() []string {
 	add(r.Unresolved > 0, "%d orders never got a 201, although every process ran again", r.Unresolved)
 	add(r.Rejected > 0, "%d orders were answered with a 4xx", r.Rejected)
 	add(r.Backlog != "", "still pending after the drain: %s", r.Backlog)
-	add(len(r.DeadLetters) > 0, "%d dead letters, although the retry settings leave room for every fault", len(r.DeadLetters))
+	add(len(r.UnexplainedDeadLetters) > 0, "%d dead letters that no refusal by the relay explains, although the retry settings leave room for every fault: %s",
+		len(r.UnexplainedDeadLetters), deadLetterIDs(r.UnexplainedDeadLetters))
+	add(len(r.RetryAfterEarly) > 0, "%d webhooks came back sooner than the Retry-After they were given: %s",
+		len(r.RetryAfterEarly), ids(r.RetryAfterEarly))
 	for _, c := range r.Crashes {
 		f = append(f, "crash: "+c)
 	}
 	return f
+}
+
+func deadLetterIDs(dls []DeadLetter) string {
+	var s []string
+	for _, d := range dls {
+		s = append(s, fmt.Sprintf("%s (%s)", d.EventID, d.Subject))
+	}
+	return ids(s)
 }
 
 func ids(s []string) string {
@@ -195,7 +237,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	h := &harness{cfg: cfg, dir: dir, log: lg, res: &res}
+	h := &harness{cfg: cfg, dir: dir, log: lg, res: &res, refused: map[string]bool{}}
 	err = h.run(ctx, plan)
 	if err == nil && len(res.Failures()) == 0 && !cfg.KeepDir {
 		_ = os.RemoveAll(dir)

@@ -26,9 +26,21 @@ import (
 	"github.com/jethook/jethook/shared/webhook"
 )
 
-// smtpTimeout is the notifier's SMTP_TIMEOUT: short, so that a stalled mail
-// server costs each attempt little.
+// smtpTimeout is the notifier's SMTP_TIMEOUT: short, so that a mail server
+// that does not answer a command costs each attempt little.
 const smtpTimeout = 2 * time.Second
+
+// smtpDataTimeout is the notifier's SMTP_DATA_TIMEOUT, how long it waits for
+// the answer to a message's final ".": far longer than any slow or stalled
+// answer of the schedule, so that the notifier never gives up on a message
+// the relay then accepts, yet short enough that a notifier killed while it
+// waited leaves a claim that lapses within the drain (its lease is at most
+// SMTP_DATA_TIMEOUT + 1 min from the dot).
+const smtpDataTimeout = 20 * time.Second
+
+// replicas is how many processes of the dispatcher and of the notifier run
+// side by side, sharing their consumers.
+const replicas = 2
 
 // The retry settings of the services under test: fast, so that a run
 // recovers from each fault within seconds, and with so many attempts that
@@ -39,11 +51,19 @@ var (
 		"RETRY_MAX":    "2s",
 		"MAX_DELIVER":  "500",
 		"HTTP_TIMEOUT": "1s",
+		// The circuit breaker opens after its 10 failures in a row, as by
+		// default, during every webhook fault; its pauses are as short
+		// as the retries, so that it is exercised without stopping the
+		// deliveries for half a minute at a time.
+		"BREAKER_COOLOFF":     "1s",
+		"BREAKER_COOLOFF_MAX": "2s",
 	}
 	notifierSettings = map[string]string{
-		"SMTP_TIMEOUT":     smtpTimeout.String(),
-		"EMAIL_RETRY_BASE": "100ms",
-		"EMAIL_RETRY_MAX":  "1s",
+		"SMTP_TIMEOUT":       smtpTimeout.String(),
+		"SMTP_DATA_TIMEOUT":  smtpDataTimeout.String(),
+		"EMAIL_RETRY_BASE":   "100ms",
+		"EMAIL_RETRY_MAX":    "1s",
+		"EMAIL_MAX_ATTEMPTS": "500",
 	}
 	ordersSettings = map[string]string{
 		// Shorter than the client's timeout, so the service answers 503
@@ -102,18 +122,32 @@ type harness struct {
 	nc    *nats.Conn
 	js    jetstream.JetStream
 
-	nats, orders, dispatcher, notifier *proc
-	ordersURL, notifierURL, dispURL    string
+	nats, orders           *proc
+	dispatchers, notifiers []*proc
+	// byTarget finds the process a fault hits.
+	byTarget map[string]*proc
+	// baseURLs are the services' HTTP addresses, for their readiness.
+	baseURLs  []string
+	ordersURL string
 
-	mu sync.Mutex // guards res while faults and the supervisor run
+	// slowGuard keeps notifier stops and slow-relay windows apart while
+	// they run, as the plan keeps them apart on paper (see exclusive): a
+	// stop holds it shared, a slow window exclusively, until its last slow
+	// answer is in. A stop that a slow window would overlap, because the
+	// fault before it ran late, waits for it instead.
+	slowGuard sync.RWMutex
+
+	mu sync.Mutex // guards res and refused while faults and the supervisor run
+	// refused holds the addresses the relay refused with 550.
+	refused map[string]bool
 }
 
 func (h *harness) procs() []*proc {
-	return []*proc{h.nats, h.orders, h.dispatcher, h.notifier}
+	return append([]*proc{h.nats}, h.services()...)
 }
 
 func (h *harness) services() []*proc {
-	return []*proc{h.orders, h.dispatcher, h.notifier}
+	return append(append([]*proc{h.orders}, h.dispatchers...), h.notifiers...)
 }
 
 func (h *harness) run(ctx context.Context, plan []Fault) error {
@@ -190,14 +224,20 @@ func (h *harness) setup(ctx context.Context) error {
 	if h.mail, err = smtptest.Listen("127.0.0.1:0"); err != nil {
 		return err
 	}
-	ports, err := freePorts(4)
+	ports, err := freePorts(2 + 2*replicas)
 	if err != nil {
 		return err
 	}
 	natsURL := "nats://127.0.0.1:" + ports[0]
-	ordersAddr, notifierAddr, dispAddr := "127.0.0.1:"+ports[1], "127.0.0.1:"+ports[2], "127.0.0.1:"+ports[3]
-	h.ordersURL, h.notifierURL, h.dispURL = "http://"+ordersAddr, "http://"+notifierAddr, "http://"+dispAddr
-	proxy, proxyURL, err := startProxy(h.notifierURL + "/webhook/order-paid")
+	ordersAddr := "127.0.0.1:" + ports[1]
+	var notifierAddrs, dispAddrs, webhookURLs []string
+	for i := range replicas {
+		notifierAddrs = append(notifierAddrs, "127.0.0.1:"+ports[2+i])
+		dispAddrs = append(dispAddrs, "127.0.0.1:"+ports[2+replicas+i])
+		webhookURLs = append(webhookURLs, "http://"+notifierAddrs[i]+"/webhook/order-paid")
+	}
+	h.ordersURL = "http://" + ordersAddr
+	proxy, proxyURL, err := startProxy(webhookURLs...)
 	if err != nil {
 		return err
 	}
@@ -220,31 +260,43 @@ func (h *harness) setup(ctx context.Context) error {
 		}
 		return e
 	}
-	newP := func(name string, env []string, args ...string) (*proc, error) {
-		return newProc(name, filepath.Join(binDir, name), filepath.Join(logDir, name+".log"), env, args...)
+	// A process's name is its fault target; bin is the binary it runs.
+	newP := func(name, bin string, env []string, args ...string) (*proc, error) {
+		return newProc(name, filepath.Join(binDir, bin), filepath.Join(logDir, name+".log"), env, args...)
 	}
 	// nats-server gets an empty environment, like the services get only
 	// their settings, so that nothing from the caller changes a run.
-	if h.nats, err = newP("nats-server", []string{}, "-c", conf); err != nil {
+	if h.nats, err = newP(targetNATS, "nats-server", []string{}, "-c", conf); err != nil {
 		return err
 	}
-	if h.orders, err = newP("orders", env(ordersSettings, map[string]string{"ORDERS_ADDR": ordersAddr})); err != nil {
+	if h.orders, err = newP(targetOrders, "orders", env(ordersSettings, map[string]string{"ORDERS_ADDR": ordersAddr})); err != nil {
 		return err
 	}
-	if h.dispatcher, err = newP("dispatcher", env(dispatcherSettings, map[string]string{
-		"DISPATCHER_ADDR": dispAddr, "NOTIFICATION_WEBHOOK_URL": proxyURL,
-		"ADMIN_TOKEN": "chaos-admin-token-0123456789abcdef012", "SECRETS_KEY": "Y2hhb3Mgc2VjcmV0cyBrZXkgZm9yIHRlc3RzIG9ubHk=",
-		"ALLOWED_NETWORKS": "127.0.0.0/8",
-	})); err != nil {
-		return err
+	h.baseURLs = []string{h.ordersURL}
+	for i := range replicas {
+		d, err := newP(fmt.Sprintf("dispatcher-%d", i+1), "dispatcher", env(dispatcherSettings, map[string]string{
+			"DISPATCHER_ADDR": dispAddrs[i], "NOTIFICATION_WEBHOOK_URL": proxyURL,
+			"ADMIN_TOKEN": "chaos-admin-token-0123456789abcdef012", "SECRETS_KEY": "Y2hhb3Mgc2VjcmV0cyBrZXkgZm9yIHRlc3RzIG9ubHk=",
+			"ALLOWED_NETWORKS": "127.0.0.0/8",
+		}))
+		if err != nil {
+			return err
+		}
+		n, err := newP(fmt.Sprintf("notifier-%d", i+1), "notifier", env(notifierSettings, map[string]string{
+			"NOTIFIER_ADDR": notifierAddrs[i], "SMTP_ADDR": h.mail.Addr,
+		}))
+		if err != nil {
+			return err
+		}
+		h.dispatchers, h.notifiers = append(h.dispatchers, d), append(h.notifiers, n)
+		h.baseURLs = append(h.baseURLs, "http://"+dispAddrs[i], "http://"+notifierAddrs[i])
 	}
-	if h.notifier, err = newP("notifier", env(notifierSettings, map[string]string{
-		"NOTIFIER_ADDR": notifierAddr, "SMTP_ADDR": h.mail.Addr,
-	})); err != nil {
-		return err
+	h.byTarget = map[string]*proc{}
+	for _, p := range h.procs() {
+		h.byTarget[p.name] = p
 	}
-	h.log.printf("nats-server %s, orders %s, notifier %s (behind the fault proxy %s), dispatcher %s, smtp %s",
-		natsURL, h.ordersURL, h.notifierURL, proxyURL, h.dispURL, h.mail.Addr)
+	h.log.printf("nats-server %s, orders %s, notifiers %s (behind the fault proxy %s), dispatchers %s, smtp %s",
+		natsURL, h.ordersURL, strings.Join(notifierAddrs, " "), proxyURL, strings.Join(dispAddrs, " "), h.mail.Addr)
 	h.log.printf("dispatcher %s; notifier %s; orders %s", settings(dispatcherSettings), settings(notifierSettings), settings(ordersSettings))
 	for _, p := range h.procs() {
 		if err := p.start(); err != nil {
@@ -263,7 +315,8 @@ func (h *harness) setup(ctx context.Context) error {
 
 func settings(m map[string]string) string {
 	var s []string
-	for _, k := range []string{"RETRY_BASE", "RETRY_MAX", "MAX_DELIVER", "HTTP_TIMEOUT", "SMTP_TIMEOUT", "EMAIL_RETRY_BASE", "EMAIL_RETRY_MAX", "PUBLISH_TIMEOUT"} {
+	for _, k := range []string{"RETRY_BASE", "RETRY_MAX", "MAX_DELIVER", "HTTP_TIMEOUT", "BREAKER_COOLOFF", "BREAKER_COOLOFF_MAX",
+		"SMTP_TIMEOUT", "SMTP_DATA_TIMEOUT", "EMAIL_RETRY_BASE", "EMAIL_RETRY_MAX", "EMAIL_MAX_ATTEMPTS", "PUBLISH_TIMEOUT"} {
 		if v, ok := m[k]; ok {
 			s = append(s, k+"="+v)
 		}
@@ -366,7 +419,7 @@ func (h *harness) waitReady(ctx context.Context, after string) error {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	client := &http.Client{Timeout: time.Second}
-	for _, base := range []string{h.ordersURL, h.notifierURL, h.dispURL} {
+	for _, base := range h.baseURLs {
 		for {
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
 			resp, err := client.Do(req)
@@ -458,14 +511,18 @@ func (h *harness) injectOne(ctx context.Context, start, end time.Time, f Fault) 
 	// never left broken.
 	wait := func() { sleep(context.WithoutCancel(ctx), f.For) }
 	switch f.Kind {
-	case KillOrders, KillDispatcher, KillNotifier, KillNATS:
+	case KillOrders, KillDispatcher1, KillDispatcher2, KillNotifier1, KillNotifier2, KillNATS:
 		h.stopAndRestart(f, syscall.SIGKILL, killTimeout, injected, wait)
-	case TermOrders, TermDispatcher, TermNotifier:
+	case TermOrders, TermDispatcher1, TermDispatcher2, TermNotifier1, TermNotifier2:
 		h.stopAndRestart(f, syscall.SIGTERM, termTimeout, injected, wait)
-	case Webhook500, Webhook503, WebhookHang:
-		mode := map[Kind]proxyMode{Webhook500: answer500, Webhook503: answer503, WebhookHang: forwardAndHang}[f.Kind]
+	case Webhook500, Webhook503, Webhook429, WebhookHang:
+		mode := map[Kind]proxyMode{Webhook500: answer500, Webhook503: answer503, Webhook429: answer429, WebhookHang: forwardAndHang}[f.Kind]
 		h.proxy.set(mode)
-		injected("the webhook path fails for %.2fs", f.For.Seconds())
+		if d, ok := retryAfter[mode]; ok {
+			injected("the webhook path fails for %.2fs, asking for Retry-After: %d", f.For.Seconds(), int(d/time.Second))
+		} else {
+			injected("the webhook path fails for %.2fs", f.For.Seconds())
+		}
 		wait()
 		h.proxy.set(passThrough)
 		h.log.printf("fault %s over", f.Kind)
@@ -481,15 +538,63 @@ func (h *harness) injectOne(ctx context.Context, start, end time.Time, f Fault) 
 		wait()
 		h.mail.Stall(false)
 		h.log.printf("fault %s over", f.Kind)
+	case SMTPReject:
+		h.mail.RejectRecipients(h.reject)
+		injected("the mail server refuses every recipient @%s with 550 for %.2fs", refusableDomain, f.For.Seconds())
+		wait()
+		h.mail.RejectRecipients(nil)
+		h.log.printf("fault %s over", f.Kind)
+	case SMTPSlow:
+		if !h.slowGuard.TryLock() {
+			h.log.printf("fault %s waits for a notifier's stop to end", f.Kind)
+			h.slowGuard.Lock()
+		}
+		defer h.slowGuard.Unlock()
+		h.mail.SetLatency(slowDotLatency)
+		injected("the mail server answers each final dot after %s, for %.2fs", slowDotLatency, f.For.Seconds())
+		wait()
+		h.mail.SetLatency(0)
+		h.waitSlowAnswers(f)
 	}
 }
 
+// reject is the relay's recipient filter during an smtp:reject window: it
+// refuses the refusable addresses and remembers them.
+func (h *harness) reject(addr string) bool {
+	if !refusable(addr) {
+		return false
+	}
+	h.mu.Lock()
+	h.refused[addr] = true
+	h.mu.Unlock()
+	return true
+}
+
+// waitSlowAnswers waits until the relay has answered every message that
+// was still waiting out the latency of a slow window.
+func (h *harness) waitSlowAnswers(f Fault) {
+	deadline := time.Now().Add(slowDotLatency + 5*time.Second)
+	for h.mail.InFlight() > 0 {
+		if time.Now().After(deadline) {
+			h.log.printf("fault %s: the mail server still holds %d messages %s after the window", f.Kind, h.mail.InFlight(), slowDotLatency+5*time.Second)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	h.log.printf("fault %s over; every slow answer is in", f.Kind)
+}
+
 func (h *harness) stopAndRestart(f Fault, sig syscall.Signal, timeout time.Duration, injected func(string, ...any), wait func()) {
-	p := map[string]*proc{
-		targetOrders: h.orders, targetDispatcher: h.dispatcher, targetNotifier: h.notifier, targetNATS: h.nats,
-	}[f.target()]
+	p := h.byTarget[f.target()]
+	if stopsNotifier(f.Kind) && !h.slowGuard.TryRLock() {
+		h.log.printf("fault %s waits for the slow relay's last answers", f.Kind)
+		h.slowGuard.RLock()
+	}
 	pid := p.pid()
 	r, err := p.stop(sig, timeout)
+	if stopsNotifier(f.Kind) {
+		h.slowGuard.RUnlock()
+	}
 	if err != nil {
 		h.log.printf("fault %s not injected: %v", f.Kind, err)
 	} else {

@@ -20,6 +20,26 @@ import (
 // normally answers 503 before the client gives up.
 const clientTimeout = 3 * time.Second
 
+// One order in refusableEvery goes to an address of refusableDomain, which
+// the mail relay refuses for good (550 at RCPT TO) during an smtp:reject
+// window, as a suppression list or a sandbox does: those emails must end
+// in DEADLETTER, not vanish, and must not hold back the others.
+const (
+	refusableDomain = "refusable.example.com"
+	refusableEvery  = 5
+)
+
+// customerEmail is the address of the load's order n.
+func customerEmail(n int) string {
+	if n%refusableEvery == 0 {
+		return fmt.Sprintf("c%d@%s", n, refusableDomain)
+	}
+	return fmt.Sprintf("c%d@example.com", n)
+}
+
+// refusable reports whether the relay may refuse addr for good.
+func refusable(addr string) bool { return strings.HasSuffix(addr, "@"+refusableDomain) }
+
 // maxOpenFactor bounds the orders waiting for their 201 to this many
 // seconds of load: beyond that the generator skips orders instead of piling
 // up goroutines while the orders service is down.
@@ -28,11 +48,12 @@ const maxOpenFactor = 30
 // placed is one logical order of the load: one Idempotency-Key, retried
 // until answered 201.
 type placed struct {
-	n   int
-	key string
-	// orderID and acked are set by the first 201.
-	orderID string
-	acked   time.Time
+	n     int
+	key   string
+	email string
+	// orderID, eventID and acked are set by the first 201.
+	orderID, eventID string
+	acked            time.Time
 	// attempts counts the POSTs sent.
 	attempts int
 	// rejected is the answer to a POST that must not be retried (4xx).
@@ -83,7 +104,7 @@ func (g *loadGen) run(load, resolve context.Context) {
 			g.skips.Add(1)
 			continue
 		}
-		o := &placed{n: n, key: fmt.Sprintf("chaos-%d-%d", g.seed, n)}
+		o := &placed{n: n, key: fmt.Sprintf("chaos-%d-%d", g.seed, n), email: customerEmail(n)}
 		g.mu.Lock()
 		g.orders = append(g.orders, o)
 		g.mu.Unlock()
@@ -98,14 +119,14 @@ func (g *loadGen) run(load, resolve context.Context) {
 // place posts o until it is answered 201, a 4xx that no retry can change,
 // or ctx ends, waiting a growing, jittered delay between attempts.
 func (g *loadGen) place(ctx context.Context, o *placed) {
-	body := fmt.Sprintf(`{"product_name":"Chaos book %d","quantity":1,"price_per_item":"12.34","customer_email":"c%d@example.com"}`, o.n, o.n)
+	body := fmt.Sprintf(`{"product_name":"Chaos book %d","quantity":1,"price_per_item":"12.34","customer_email":%q}`, o.n, o.email)
 	for attempt := uint64(1); ; attempt++ {
-		status, orderID, err := g.post(ctx, o.key, body)
+		status, created, err := g.post(ctx, o.key, body)
 		g.mu.Lock()
 		o.attempts++
 		switch {
 		case status == http.StatusCreated:
-			o.orderID, o.acked = orderID, time.Now()
+			o.orderID, o.eventID, o.acked = created.OrderID, created.EventID, time.Now()
 		case err != nil:
 			o.lastErr = err.Error()
 		case status >= 400 && status < 500 && status != http.StatusRequestTimeout && status != http.StatusTooManyRequests:
@@ -128,32 +149,36 @@ func (g *loadGen) place(ctx context.Context, o *placed) {
 	}
 }
 
-func (g *loadGen) post(ctx context.Context, key, body string) (int, string, error) {
+// created is what a 201 says of the order.
+type created struct {
+	OrderID string `json:"order_id"`
+	EventID string `json:"event_id"`
+}
+
+func (g *loadGen) post(ctx context.Context, key, body string) (int, created, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.url, strings.NewReader(body))
 	if err != nil {
-		return 0, "", err
+		return 0, created{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Idempotency-Key", key)
 	resp, err := g.client.Do(req)
 	if err != nil {
-		return 0, "", err
+		return 0, created{}, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return 0, "", err
+		return 0, created{}, err
 	}
 	if resp.StatusCode != http.StatusCreated {
-		return resp.StatusCode, "", nil
+		return resp.StatusCode, created{}, nil
 	}
-	var created struct {
-		OrderID string `json:"order_id"`
+	var c created
+	if err := json.Unmarshal(b, &c); err != nil || c.OrderID == "" || c.EventID == "" {
+		return 0, created{}, fmt.Errorf("201 without an order or event id: %q", b)
 	}
-	if err := json.Unmarshal(b, &created); err != nil || created.OrderID == "" {
-		return 0, "", fmt.Errorf("201 without an order id: %q", b)
-	}
-	return resp.StatusCode, created.OrderID, nil
+	return resp.StatusCode, c, nil
 }
 
 // loadStats is a snapshot of the load.

@@ -12,31 +12,48 @@ type Kind string
 
 // The kinds of fault the harness injects. A process fault stops the process
 // and starts it again after the fault's duration; a window fault changes how
-// a dependency answers for the fault's duration.
+// a dependency answers for the fault's duration. The dispatcher and the
+// notifier run as two replicas each, and each replica is a target of its
+// own: one may be down while the other works, or both at once.
 const (
-	KillOrders     Kind = "kill9:orders"
-	KillDispatcher Kind = "kill9:dispatcher"
-	KillNotifier   Kind = "kill9:notifier"
-	KillNATS       Kind = "kill9:nats-server"
-	TermOrders     Kind = "sigterm:orders"
-	TermDispatcher Kind = "sigterm:dispatcher"
-	TermNotifier   Kind = "sigterm:notifier"
-	Webhook500     Kind = "webhook:500"
-	Webhook503     Kind = "webhook:503"
-	WebhookHang    Kind = "webhook:hang"
-	SMTPRefuse     Kind = "smtp:refuse"
-	SMTPStall      Kind = "smtp:stall"
+	KillOrders      Kind = "kill9:orders"
+	KillDispatcher1 Kind = "kill9:dispatcher-1"
+	KillDispatcher2 Kind = "kill9:dispatcher-2"
+	KillNotifier1   Kind = "kill9:notifier-1"
+	KillNotifier2   Kind = "kill9:notifier-2"
+	KillNATS        Kind = "kill9:nats-server"
+	TermOrders      Kind = "sigterm:orders"
+	TermDispatcher1 Kind = "sigterm:dispatcher-1"
+	TermDispatcher2 Kind = "sigterm:dispatcher-2"
+	TermNotifier1   Kind = "sigterm:notifier-1"
+	TermNotifier2   Kind = "sigterm:notifier-2"
+	Webhook500      Kind = "webhook:500"
+	Webhook503      Kind = "webhook:503"
+	Webhook429      Kind = "webhook:429"
+	WebhookHang     Kind = "webhook:hang"
+	SMTPRefuse      Kind = "smtp:refuse"
+	SMTPStall       Kind = "smtp:stall"
+	SMTPReject      Kind = "smtp:reject"
+	SMTPSlow        Kind = "smtp:slow"
 )
 
-// The targets of faults: faults on the same target never overlap.
+// The targets of faults: faults on the same target never overlap. A
+// process's target is also its name in the logs.
 const (
-	targetOrders     = "orders"
-	targetDispatcher = "dispatcher"
-	targetNotifier   = "notifier"
-	targetNATS       = "nats-server"
-	targetWebhook    = "webhook"
-	targetSMTP       = "smtp"
+	targetOrders      = "orders"
+	targetDispatcher1 = "dispatcher-1"
+	targetDispatcher2 = "dispatcher-2"
+	targetNotifier1   = "notifier-1"
+	targetNotifier2   = "notifier-2"
+	targetNATS        = "nats-server"
+	targetWebhook     = "webhook"
+	targetSMTP        = "smtp"
 )
+
+// slowDotLatency is how long the relay takes to answer the final "." of
+// each message during an smtp:slow window: seconds, as a relay that scans
+// or relays synchronously takes.
+const slowDotLatency = 2 * time.Second
 
 // kindSpec says what a kind hits and how long it lasts.
 type kindSpec struct {
@@ -45,31 +62,59 @@ type kindSpec struct {
 	// down, or how long a dependency misbehaves.
 	min, max time.Duration
 	// recovery is kept free after the fault on the same target, for the
-	// process to stop and start again, before the next fault may hit it.
+	// process to stop and start again, or for the dependency's last slow
+	// answers to arrive, before the next fault may hit it.
 	recovery time.Duration
 }
 
 var kindSpecs = map[Kind]kindSpec{
-	KillOrders:     {targetOrders, 300 * time.Millisecond, 2500 * time.Millisecond, 2 * time.Second},
-	KillDispatcher: {targetDispatcher, 300 * time.Millisecond, 2500 * time.Millisecond, 2 * time.Second},
-	KillNotifier:   {targetNotifier, 300 * time.Millisecond, 2500 * time.Millisecond, 2 * time.Second},
-	KillNATS:       {targetNATS, 500 * time.Millisecond, 3 * time.Second, 3 * time.Second},
-	TermOrders:     {targetOrders, 300 * time.Millisecond, 2 * time.Second, 4 * time.Second},
-	TermDispatcher: {targetDispatcher, 300 * time.Millisecond, 2 * time.Second, 4 * time.Second},
-	TermNotifier:   {targetNotifier, 300 * time.Millisecond, 2 * time.Second, 4 * time.Second},
-	Webhook500:     {targetWebhook, time.Second, 4 * time.Second, time.Second},
-	Webhook503:     {targetWebhook, time.Second, 4 * time.Second, time.Second},
-	WebhookHang:    {targetWebhook, time.Second, 4 * time.Second, time.Second},
-	SMTPRefuse:     {targetSMTP, time.Second, 4 * time.Second, time.Second},
-	SMTPStall:      {targetSMTP, time.Second, 4 * time.Second, time.Second},
+	KillOrders:      {targetOrders, 300 * time.Millisecond, 2500 * time.Millisecond, 2 * time.Second},
+	KillDispatcher1: {targetDispatcher1, 300 * time.Millisecond, 2500 * time.Millisecond, 2 * time.Second},
+	KillDispatcher2: {targetDispatcher2, 300 * time.Millisecond, 2500 * time.Millisecond, 2 * time.Second},
+	KillNotifier1:   {targetNotifier1, 300 * time.Millisecond, 2500 * time.Millisecond, 2 * time.Second},
+	KillNotifier2:   {targetNotifier2, 300 * time.Millisecond, 2500 * time.Millisecond, 2 * time.Second},
+	KillNATS:        {targetNATS, 500 * time.Millisecond, 3 * time.Second, 3 * time.Second},
+	TermOrders:      {targetOrders, 300 * time.Millisecond, 2 * time.Second, 4 * time.Second},
+	TermDispatcher1: {targetDispatcher1, 300 * time.Millisecond, 2 * time.Second, 4 * time.Second},
+	TermDispatcher2: {targetDispatcher2, 300 * time.Millisecond, 2 * time.Second, 4 * time.Second},
+	TermNotifier1:   {targetNotifier1, 300 * time.Millisecond, 2 * time.Second, 4 * time.Second},
+	TermNotifier2:   {targetNotifier2, 300 * time.Millisecond, 2 * time.Second, 4 * time.Second},
+	Webhook500:      {targetWebhook, time.Second, 4 * time.Second, time.Second},
+	Webhook503:      {targetWebhook, time.Second, 4 * time.Second, time.Second},
+	Webhook429:      {targetWebhook, time.Second, 4 * time.Second, time.Second},
+	WebhookHang:     {targetWebhook, time.Second, 4 * time.Second, time.Second},
+	SMTPRefuse:      {targetSMTP, time.Second, 4 * time.Second, time.Second},
+	SMTPStall:       {targetSMTP, time.Second, 4 * time.Second, time.Second},
+	SMTPReject:      {targetSMTP, 2 * time.Second, 5 * time.Second, time.Second},
+	SMTPSlow:        {targetSMTP, 2 * time.Second, 6 * time.Second, slowDotLatency + time.Second},
 }
 
 // AllKinds lists every kind of fault, in the order reports show them.
 var AllKinds = []Kind{
-	KillOrders, KillDispatcher, KillNotifier, KillNATS,
-	TermOrders, TermDispatcher, TermNotifier,
-	Webhook500, Webhook503, WebhookHang,
-	SMTPRefuse, SMTPStall,
+	KillOrders, KillDispatcher1, KillDispatcher2, KillNotifier1, KillNotifier2, KillNATS,
+	TermOrders, TermDispatcher1, TermDispatcher2, TermNotifier1, TermNotifier2,
+	Webhook500, Webhook503, Webhook429, WebhookHang,
+	SMTPRefuse, SMTPStall, SMTPReject, SMTPSlow,
+}
+
+// stopsNotifier reports whether k kills or stops a notifier replica.
+func stopsNotifier(k Kind) bool {
+	t := kindSpecs[k].target
+	return t == targetNotifier1 || t == targetNotifier2
+}
+
+// exclusive reports whether faults of kinds a and b must not overlap
+// although they hit different targets. A notifier killed, or stopped past
+// its grace, after it sent a message's final "." and before the relay
+// answered cannot know whether the relay took the message: it is sent
+// again, and the customer may get it twice. SMTP has no way to ask. That
+// window lasts as long as the relay takes to answer, a millisecond from a
+// healthy relay and seconds from a slow one, so a notifier is never
+// stopped during a slow window or while its last slow answers are due:
+// otherwise the run would count the one duplicate the design cannot
+// prevent, many times over.
+func exclusive(a, b Kind) bool {
+	return a == SMTPSlow && stopsNotifier(b) || b == SMTPSlow && stopsNotifier(a)
 }
 
 // Fault is one planned fault.
@@ -87,6 +132,16 @@ func (f Fault) String() string {
 
 func (f Fault) target() string { return kindSpecs[f.Kind].target }
 
+// end is when f's target may take the next fault: after its duration and
+// its recovery.
+func (f Fault) end() time.Duration { return f.At + f.For + kindSpecs[f.Kind].recovery }
+
+// conflicts reports whether f and g must not overlap: they hit the same
+// target, or their kinds are exclusive.
+func (f Fault) conflicts(g Fault) bool {
+	return f.target() == g.target() || exclusive(f.Kind, g.Kind)
+}
+
 // faultWindow is the part of the load during which faults start and end:
 // the load runs without faults for a short warm-up first, and for the last
 // quarter, so that the redeliveries the last faults cause are under way
@@ -96,11 +151,11 @@ func faultWindow(d time.Duration) (from, to time.Duration) {
 }
 
 // defaultFaults is how many faults a run of duration d plans when the
-// configuration does not say: one per four seconds of the fault window,
-// and at least one of each kind.
+// configuration does not say: one per two seconds of the fault window,
+// spread over the eight targets, and at least one of each kind.
 func defaultFaults(d time.Duration, kinds int) int {
 	from, to := faultWindow(d)
-	return max(int((to-from)/(4*time.Second)), kinds)
+	return max(int((to-from)/(2*time.Second)), kinds)
 }
 
 // Plan returns the fault schedule of cfg, sorted by start. It depends only
@@ -108,8 +163,9 @@ func defaultFaults(d time.Duration, kinds int) int {
 // settings always give the same schedule. Every kind appears at least once
 // when there are at least as many faults as kinds; faults on the same
 // target never overlap, each one followed by time for the target to
-// recover, and every fault ends inside the fault window. A fault that
-// finds no room is left out, so the plan may be shorter than asked.
+// recover, nor do faults of exclusive kinds (a notifier stopped while the
+// relay is slow), and every fault ends inside the fault window. A fault
+// that finds no room is left out, so the plan may be shorter than asked.
 func Plan(cfg Config) []Fault {
 	cfg = cfg.withDefaults()
 	rng := rand.New(rand.NewPCG(uint64(cfg.Seed), 0x6a6574686f6f6b)) // "jethook"
@@ -145,6 +201,11 @@ func Plan(cfg Config) []Fault {
 		if !placed {
 			f.At, placed = firstFit(plan, f, from, latest)
 		}
+		if !placed && f.For > spec.min {
+			// A crowded schedule still gets the fault, at its shortest.
+			f.For = spec.min
+			f.At, placed = firstFit(plan, f, from, to-f.For-spec.recovery)
+		}
 		if placed {
 			plan = append(plan, f)
 		}
@@ -163,12 +224,11 @@ func firstFit(plan []Fault, f Fault, from, latest time.Duration) (time.Duration,
 	return 0, false
 }
 
-// fits reports whether f overlaps no planned fault on the same target,
+// fits reports whether f overlaps no planned fault it conflicts with,
 // counting each fault's recovery time as part of it.
 func fits(plan []Fault, f Fault) bool {
-	end := func(g Fault) time.Duration { return g.At + g.For + kindSpecs[g.Kind].recovery }
 	for _, g := range plan {
-		if g.target() == f.target() && f.At < end(g) && g.At < end(f) {
+		if f.conflicts(g) && f.At < g.end() && g.At < f.end() {
 			return false
 		}
 	}

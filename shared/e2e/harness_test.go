@@ -142,12 +142,15 @@ func waitHTTP(t *testing.T, url string, want int, timeout time.Duration) {
 	})
 }
 
-// proxy sits between the dispatcher and the notifier and injects faults.
+// proxy sits between the dispatchers and the notifiers and injects faults.
+// With several notifiers it is their load balancer: it hands each webhook
+// to the next one, and to the one after when that does not answer.
 type proxy struct {
-	addr   string
-	target string
-	mode   atomic.Int32
-	srv    *http.Server
+	addr    string
+	targets []string
+	next    atomic.Uint64
+	mode    atomic.Int32
+	srv     *http.Server
 
 	mu       sync.Mutex
 	attempts map[string][]time.Time
@@ -160,8 +163,8 @@ const (
 	modeForwardAndHang        // forward, then never answer the dispatcher
 )
 
-func newProxy(t *testing.T, target string) *proxy {
-	p := &proxy{addr: freeAddr(t), target: target, attempts: map[string][]time.Time{}}
+func newProxy(t *testing.T, targets ...string) *proxy {
+	p := &proxy{addr: freeAddr(t), targets: targets, attempts: map[string][]time.Time{}}
 	t.Cleanup(p.close)
 	return p
 }
@@ -205,9 +208,7 @@ func (p *proxy) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusInternalServerError)
 		return
 	}
-	req, _ := http.NewRequest(http.MethodPost, p.target, bytes.NewReader(body))
-	req.Header = r.Header.Clone()
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := p.forward(r.Header, body)
 	if err != nil {
 		w.WriteHeader(http.StatusBadGateway)
 		return
@@ -222,25 +223,48 @@ func (p *proxy) serve(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(respBody)
 }
 
+// forward posts the webhook to the targets in turn, starting with the next
+// one, until one answers. A webhook a dying notifier may have taken can be
+// posted to another: the notifiers drop duplicates.
+func (p *proxy) forward(h http.Header, body []byte) (*http.Response, error) {
+	first := p.next.Add(1)
+	var lastErr error
+	for i := range uint64(len(p.targets)) {
+		req, _ := http.NewRequest(http.MethodPost, p.targets[(first+i)%uint64(len(p.targets))], bytes.NewReader(body))
+		req.Header = h.Clone()
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			return resp, nil
+		}
+		lastErr = err
+	}
+	return nil, lastErr
+}
+
 // system is the whole pipeline on 127.0.0.1.
 type system struct {
-	t          *testing.T
-	nats       *natstest.Server  // the single node, or nil with a cluster
-	cluster    *natstest.Cluster // the three nodes, or nil with a single node
-	mail       *smtptest.Server
-	proxy      *proxy
-	secret     string
-	orders     *proc
-	dispatcher *proc
-	notifier   *proc
-	ordersURL  string
-	notifyURL  string
-	dispAddr   string
-	js         jetstream.JetStream
+	t       *testing.T
+	nats    *natstest.Server  // the single node, or nil with a cluster
+	cluster *natstest.Cluster // the three nodes, or nil with a single node
+	mail    *smtptest.Server
+	proxy   *proxy
+	secret  string
+	orders  *proc
+	// dispatcher and notifier are the first of dispatchers and notifiers,
+	// for the tests that run one of each.
+	dispatcher, notifier   *proc
+	dispatchers, notifiers []*proc
+	ordersURL              string
+	notifyURL              string // the first notifier's
+	dispAddr               string // the first dispatcher's
+	// readyURLs are every service's /readyz.
+	readyURLs []string
+	js        jetstream.JetStream
 	// dispatcherEnv is the whole environment of the first dispatcher,
 	// which further replicas start from.
 	dispatcherEnv map[string]string
-	// replicas are the dispatchers started after the first.
+	// replicas are the dispatchers started after the first with
+	// startReplica.
 	replicas []*proc
 
 	mu sync.Mutex
@@ -257,6 +281,8 @@ var adminEnv = map[string]string{
 
 type options struct {
 	dispatcherEnv map[string]string
+	notifierEnv   map[string]string
+	replicas      int  // processes of the dispatcher and of the notifier; 0 means 1
 	proxyDown     bool // the proxy does not listen at first
 	cluster       bool // three NATS nodes and STREAM_REPLICAS=3 instead of one node
 	secureNATS    bool // one node that speaks only mutual TLS and wants a user and password
@@ -285,10 +311,17 @@ func startSystem(t *testing.T, o options) *system {
 	}
 	_, s.js = natstest.Connect(t, natsURL, secure.clientOptions()...)
 
-	ordersAddr, notifierAddr := freeAddr(t), freeAddr(t)
-	s.dispAddr = freeAddr(t)
-	s.ordersURL, s.notifyURL = "http://"+ordersAddr, "http://"+notifierAddr
-	s.proxy = newProxy(t, s.notifyURL+"/webhook/order-paid")
+	copies := max(o.replicas, 1)
+	ordersAddr := freeAddr(t)
+	s.ordersURL = "http://" + ordersAddr
+	var notifierAddrs, dispAddrs, webhookURLs []string
+	for range copies {
+		n := freeAddr(t)
+		notifierAddrs, dispAddrs = append(notifierAddrs, n), append(dispAddrs, freeAddr(t))
+		webhookURLs = append(webhookURLs, "http://"+n+"/webhook/order-paid")
+	}
+	s.notifyURL, s.dispAddr = "http://"+notifierAddrs[0], dispAddrs[0]
+	s.proxy = newProxy(t, webhookURLs...)
 	if !o.proxyDown {
 		s.proxy.listen(t)
 	}
@@ -303,23 +336,29 @@ func startSystem(t *testing.T, o options) *system {
 		return env
 	}
 	s.orders = newProc(t, "orders", common(map[string]string{"ORDERS_ADDR": ordersAddr}))
-	s.notifier = newProc(t, "notifier", common(map[string]string{
-		"NOTIFIER_ADDR": notifierAddr, "SMTP_ADDR": s.mail.Addr,
-		"EMAIL_RETRY_BASE": "100ms", "EMAIL_RETRY_MAX": "500ms",
-	}))
-	denv := map[string]string{
-		"DISPATCHER_ADDR": s.dispAddr, "NOTIFICATION_WEBHOOK_URL": s.proxy.url(),
-		"RETRY_BASE": "100ms", "RETRY_MAX": "500ms", "HTTP_TIMEOUT": "1s",
+	s.readyURLs = []string{s.ordersURL + "/readyz"}
+	for i := range copies {
+		nenv := map[string]string{
+			"NOTIFIER_ADDR": notifierAddrs[i], "SMTP_ADDR": s.mail.Addr,
+			"EMAIL_RETRY_BASE": "100ms", "EMAIL_RETRY_MAX": "500ms",
+		}
+		maps.Copy(nenv, o.notifierEnv)
+		denv := map[string]string{
+			"DISPATCHER_ADDR": dispAddrs[i], "NOTIFICATION_WEBHOOK_URL": s.proxy.url(),
+			"RETRY_BASE": "100ms", "RETRY_MAX": "500ms", "HTTP_TIMEOUT": "1s",
+		}
+		maps.Copy(denv, adminEnv)
+		maps.Copy(denv, o.dispatcherEnv)
+		denv = common(denv)
+		if i == 0 {
+			s.dispatcherEnv = denv
+		}
+		s.notifiers = append(s.notifiers, newProc(t, "notifier", common(nenv)))
+		s.dispatchers = append(s.dispatchers, newProc(t, "dispatcher", denv))
+		s.readyURLs = append(s.readyURLs, "http://"+notifierAddrs[i]+"/readyz", "http://"+dispAddrs[i]+"/readyz")
 	}
-	for k, v := range adminEnv {
-		denv[k] = v
-	}
-	for k, v := range o.dispatcherEnv {
-		denv[k] = v
-	}
-	s.dispatcherEnv = common(denv)
-	s.dispatcher = newProc(t, "dispatcher", s.dispatcherEnv)
-	for _, p := range []*proc{s.orders, s.notifier, s.dispatcher} {
+	s.notifier, s.dispatcher = s.notifiers[0], s.dispatchers[0]
+	for _, p := range s.procs() {
 		p.start()
 	}
 	// Secrets never reach the logs: the webhook secret and, with secure
@@ -334,7 +373,7 @@ func startSystem(t *testing.T, o options) *system {
 	t.Cleanup(func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		for _, p := range append([]*proc{s.orders, s.notifier, s.dispatcher}, s.replicas...) {
+		for _, p := range append(s.procs(), s.replicas...) {
 			p.kill()
 			for what, value := range s.secrets {
 				if strings.Contains(p.out.String(), value) {
@@ -373,11 +412,17 @@ func (s *system) startReplica(change map[string]string) (*proc, string) {
 	return p, addr
 }
 
+// procs returns every service process: orders, then the notifiers and the
+// dispatchers.
+func (s *system) procs() []*proc {
+	return append(append([]*proc{s.orders}, s.notifiers...), s.dispatchers...)
+}
+
 func (s *system) waitReady() {
 	s.t.Helper()
-	waitHTTP(s.t, s.ordersURL+"/readyz", 200, 20*time.Second)
-	waitHTTP(s.t, s.notifyURL+"/readyz", 200, 20*time.Second)
-	waitHTTP(s.t, "http://"+s.dispAddr+"/readyz", 200, 20*time.Second)
+	for _, url := range s.readyURLs {
+		waitHTTP(s.t, url, 200, 20*time.Second)
+	}
 }
 
 type createdOrder struct {
@@ -394,6 +439,16 @@ type createdOrder struct {
 // Idempotency-Key until it gets its 201.
 func (s *system) createOrderRetrying(key, email string) createdOrder {
 	s.t.Helper()
+	o, err := s.placeOrder(key, email)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return o
+}
+
+// placeOrder is createOrderRetrying for goroutines other than the test's:
+// it returns what went wrong instead of ending the test.
+func (s *system) placeOrder(key, email string) (createdOrder, error) {
 	body := fmt.Sprintf(`{"product_name":"Book","quantity":2,"price_per_item":10.50,"customer_email":%q}`, email)
 	client := &http.Client{Timeout: 5 * time.Second}
 	var last string
@@ -414,18 +469,17 @@ func (s *system) createOrderRetrying(key, email string) createdOrder {
 		case http.StatusCreated:
 			var o createdOrder
 			if err := json.Unmarshal(b, &o); err != nil {
-				s.t.Fatal(err)
+				return o, fmt.Errorf("POST /orders: %w", err)
 			}
-			return o
+			return o, nil
 		case http.StatusServiceUnavailable:
 			last = string(b)
 			time.Sleep(100 * time.Millisecond)
 		default:
-			s.t.Fatalf("POST /orders = %d %s", resp.StatusCode, b)
+			return createdOrder{}, fmt.Errorf("POST /orders = %d %s", resp.StatusCode, b)
 		}
 	}
-	s.t.Fatalf("no 201 within 30 s; last answer: %s", last)
-	return createdOrder{}
+	return createdOrder{}, fmt.Errorf("no 201 within 30 s; last answer: %s", last)
 }
 
 func (s *system) createOrder(key, email string) createdOrder {
@@ -469,19 +523,26 @@ func (s *system) waitEmail(orderID string, timeout time.Duration) smtptest.Messa
 	return s.emailsFor(orderID)[0]
 }
 
-// settle waits until nothing is pending anywhere: the dispatcher's consumer
-// has delivered and acked everything and the notification queue is empty.
+// settle waits until nothing is pending anywhere: the consumers of ORDERS
+// (whatever their names: one for the dispatchers, or one per subscription)
+// have delivered and acked everything and the notification queue is empty.
 // After that, no further email can appear for what was sent before.
 func (s *system) settle(timeout time.Duration) {
 	s.t.Helper()
 	ctx := context.Background()
 	eventually(s.t, timeout, "the pipeline to drain", func() bool {
-		c, err := s.js.Consumer(ctx, "ORDERS", "wh-sub_notifier")
+		orders, err := s.js.Stream(ctx, "ORDERS")
 		if err != nil {
 			return false
 		}
-		ci, err := c.Info(ctx)
-		if err != nil || ci.NumPending != 0 || ci.NumAckPending != 0 || ci.NumRedelivered != 0 {
+		consumers, n := orders.ListConsumers(ctx), 0
+		for ci := range consumers.Info() {
+			n++
+			if ci.NumPending != 0 || ci.NumAckPending != 0 || ci.NumRedelivered != 0 {
+				return false
+			}
+		}
+		if consumers.Err() != nil || n == 0 {
 			return false
 		}
 		st, err := s.js.Stream(ctx, "NOTIFICATIONS")

@@ -1,6 +1,7 @@
 // Package smtptest runs a real SMTP server on 127.0.0.1 for tests and for
 // the chaos harness: it records every message it accepts and can be told to
-// refuse, or to stall without answering, for a while.
+// refuse, to stall without answering, to answer slowly or to hold new
+// messages back, for a while.
 package smtptest
 
 import (
@@ -62,6 +63,13 @@ type Server struct {
 	// it is closed; closed ends the holding for good when the server stops.
 	stall  chan struct{}
 	closed chan struct{}
+	// hold, while not nil, keeps every new transaction waiting at MAIL
+	// FROM until it is closed; held counts the transactions waiting there.
+	hold chan struct{}
+	held int
+	// open counts the transactions that passed MAIL FROM and have been
+	// neither answered at their final "." nor abandoned.
+	open int
 }
 
 // Option configures a server: TLS, and who may send.
@@ -255,6 +263,49 @@ func (s *Server) DisconnectAll() {
 	}
 }
 
+// InFlight returns how many messages the server holds between the end of
+// their DATA and its answer right now. Once it has been seen at 0 after
+// SetLatency(0), no message is still waiting out the earlier latency.
+func (s *Server) InFlight() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inFlight
+}
+
+// Hold makes the server, while on is true, keep every new transaction
+// waiting at MAIL FROM without answering, as a relay slow to accept does:
+// its client has not sent the message yet. Turning it off lets them go on.
+// Together with Open, it lets a test bring every client to a point where
+// none waits for the answer to a message it sent.
+func (s *Server) Hold(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case on && s.hold == nil:
+		s.hold = make(chan struct{})
+	case !on && s.hold != nil:
+		close(s.hold)
+		s.hold = nil
+	}
+}
+
+// Held returns how many transactions wait at MAIL FROM because of Hold.
+func (s *Server) Held() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.held
+}
+
+// Open returns how many transactions have passed MAIL FROM and been
+// neither answered at their final "." nor abandoned (RSET, a new EHLO, a
+// closed connection). While Hold is on, 0 means that no client waits for
+// the answer to a message it sent, and none can start one.
+func (s *Server) Open() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.open
+}
+
 // Messages returns a copy of what was accepted so far.
 func (s *Server) Messages() []Message {
 	s.mu.Lock()
@@ -268,6 +319,8 @@ type session struct {
 	from   string
 	to     []string
 	authed bool
+	// open is set while this session's transaction counts in Server.open.
+	open bool
 }
 
 // authSession is a session of a server that requires AUTH.
@@ -335,10 +388,55 @@ func (s *Server) AuthFailures() int {
 	return s.authFailures
 }
 
-func (ss *session) Reset()        { ss.from, ss.to = "", nil }
-func (ss *session) Logout() error { return nil }
+// Reset ends the transaction: go-smtp calls it after answering DATA, on
+// RSET and on a new EHLO.
+func (ss *session) Reset() {
+	ss.from, ss.to = "", nil
+	ss.close()
+}
+
+func (ss *session) Logout() error {
+	ss.close()
+	return nil
+}
+
+func (ss *session) close() {
+	s := ss.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ss.open {
+		ss.open = false
+		s.open--
+	}
+}
 
 func (ss *session) Mail(from string, _ *smtp.MailOptions) error {
+	s := ss.s
+	s.mu.Lock()
+	// The transaction opens under the same lock that reads hold, so that
+	// one that slipped past a Hold just turned on counts in Open.
+	for s.hold != nil {
+		hold := s.hold
+		s.held++
+		s.mu.Unlock()
+		var stopping bool
+		select {
+		case <-hold:
+		case <-s.closed:
+			stopping = true
+		}
+		s.mu.Lock()
+		s.held--
+		if stopping {
+			s.mu.Unlock()
+			return &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "shutting down"}
+		}
+	}
+	if !ss.open {
+		ss.open = true
+		s.open++
+	}
+	s.mu.Unlock()
 	ss.from = from
 	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"net/textproto"
 	"testing"
 	"time"
+
+	"github.com/jethook/jethook/shared/testkit"
 )
 
 // send delivers one message, giving up after timeout.
@@ -83,32 +85,41 @@ func TestRefuseUntilReset(t *testing.T) {
 	}
 }
 
-func TestCloseReleasesStalledMessages(t *testing.T) {
-	s, err := Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// TestCloseReleasesWaitingClients: a client whose message is stalled after
+// DATA, or held at MAIL FROM, is refused when the server stops, not left
+// hanging, and nothing is recorded.
+func TestCloseReleasesWaitingClients(t *testing.T) {
+	tests := []struct {
+		name    string
+		wait    func(*Server)
+		waiting func(*Server) bool
+	}{
+		{"stalled after DATA", func(s *Server) { s.Stall(true) }, func(s *Server) bool { return s.Attempts() == 1 }},
+		{"held at MAIL FROM", func(s *Server) { s.Hold(true) }, func(s *Server) bool { return s.Held() == 1 }},
 	}
-	s.Stall(true)
-	done := make(chan error, 1)
-	go func() { done <- send(s.Addr, 5*time.Second) }()
-	deadline := time.Now().Add(2 * time.Second)
-	for s.Attempts() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the message never reached DATA")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	_ = s.Close()
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Fatal("a stalled message was accepted on Close")
-		}
-	case <-time.After(3 * time.Second):
-		t.Fatal("Close left the stalled client hanging")
-	}
-	if n := len(s.Messages()); n != 0 {
-		t.Fatalf("%d messages recorded, want 0", n)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := Listen("127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.wait(s)
+			done := make(chan error, 1)
+			go func() { done <- send(s.Addr, 5*time.Second) }()
+			testkit.Eventually(t, 2*time.Second, "the message to wait", func() bool { return tt.waiting(s) })
+			_ = s.Close()
+			select {
+			case err := <-done:
+				if err == nil {
+					t.Fatal("a waiting message was accepted on Close")
+				}
+			case <-time.After(3 * time.Second):
+				t.Fatal("Close left the waiting client hanging")
+			}
+			if n := len(s.Messages()); n != 0 {
+				t.Fatalf("%d messages recorded, want 0", n)
+			}
+		})
 	}
 }
 
@@ -145,4 +156,46 @@ func TestRejectRecipientsIsPermanent(t *testing.T) {
 	if n := s.Sessions(); n != 2 {
 		t.Fatalf("%d sessions counted, want one per connection (2)", n)
 	}
+}
+
+// TestHoldKeepsMessagesBeforeTheirDot: while held, a client waits at MAIL
+// FROM, so it has sent nothing the relay could accept, and Open says that
+// no transaction waits for its answer; released, the message goes through.
+// A message waiting out the latency counts as open and in flight until it
+// is answered.
+func TestHoldKeepsMessagesBeforeTheirDot(t *testing.T) {
+	s := Start(t)
+	s.Hold(true)
+	done := make(chan error, 1)
+	go func() { done <- send(s.Addr, 5*time.Second) }()
+	testkit.Eventually(t, 2*time.Second, "the message held at MAIL FROM", func() bool { return s.Held() == 1 })
+	if n := s.Open(); n != 0 {
+		t.Fatalf("Open() = %d while the only transaction is held before MAIL FROM is answered, want 0", n)
+	}
+	s.SetLatency(300 * time.Millisecond)
+	s.Hold(false)
+	testkit.Eventually(t, 2*time.Second, "the released message waiting out the latency", func() bool { return s.InFlight() == 1 })
+	if n := s.Open(); n != 1 {
+		t.Fatalf("Open() = %d while a message waits for its answer, want 1", n)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the released message: %v", err)
+	}
+	// The transaction closes just after its answer is written.
+	testkit.Eventually(t, 2*time.Second, "the answered transaction to close", func() bool { return s.Open() == 0 })
+	if s.InFlight() != 0 || s.Held() != 0 || len(s.Messages()) != 1 {
+		t.Fatalf("in_flight=%d held=%d messages=%d after the answer, want 0, 0 and 1",
+			s.InFlight(), s.Held(), len(s.Messages()))
+	}
+}
+
+// TestOpenEndsWithARefusedRecipient: a transaction whose recipient is
+// refused is abandoned when its client closes the connection.
+func TestOpenEndsWithARefusedRecipient(t *testing.T) {
+	s := Start(t)
+	s.RejectRecipients(func(string) bool { return true })
+	if err := send(s.Addr, 2*time.Second); err == nil {
+		t.Fatal("a refused recipient was accepted")
+	}
+	testkit.Eventually(t, 2*time.Second, "the abandoned transaction to close", func() bool { return s.Open() == 0 })
 }

@@ -6,13 +6,15 @@
 //
 // Settings come from the environment: CHAOS_SEED (default random, always
 // printed), CHAOS_DURATION (default 2m), CHAOS_RATE (orders per second,
-// default 5). The last line of the output is the summary
+// default 5), CHAOS_FAULTS (default one per 2 s of the fault window). The
+// last line of the output is the summary
 //
-//	chaos: seed=<n> acked=<n> emails=<n> lost=<n> duplicated=<n> faults=<n> dead_letters=<n>
+//	chaos: seed=<n> acked=<n> emails=<n> lost=<n> duplicated=<n> refused=<n> faults=<n> dead_letters=<n>
 //
-// and the exit status is non-zero when an order was lost or duplicated,
-// fewer faults than planned were injected, or anything else the harness
-// checks went wrong.
+// and the exit status is non-zero when an order was lost or duplicated, a
+// dead letter is not the refusal of an email by the relay, fewer faults
+// than planned were injected, or anything else the harness checks went
+// wrong.
 package main
 
 import (
@@ -51,7 +53,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if len(args) > 1 {
-		return fmt.Errorf("takes no arguments; set CHAOS_SEED, CHAOS_DURATION and CHAOS_RATE instead")
+		return fmt.Errorf("takes no arguments; set CHAOS_SEED, CHAOS_DURATION, CHAOS_RATE and CHAOS_FAULTS instead")
 	}
 	cfg, err := load(getenv)
 	if err != nil {
@@ -68,8 +70,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	fmt.Fprintln(stdout, res.Line())
 	if err != nil || len(failures) > 0 {
-		fmt.Fprintf(stderr, "jethook-chaos: failed; reproduce the fault schedule with CHAOS_SEED=%d CHAOS_DURATION=%s CHAOS_RATE=%g\n",
-			cfg.Seed, cfg.Duration, cfg.Rate)
+		faults := ""
+		if cfg.Faults > 0 {
+			faults = fmt.Sprintf(" CHAOS_FAULTS=%d", cfg.Faults)
+		}
+		fmt.Fprintf(stderr, "jethook-chaos: failed; reproduce the fault schedule with CHAOS_SEED=%d CHAOS_DURATION=%s CHAOS_RATE=%g%s\n",
+			cfg.Seed, cfg.Duration, cfg.Rate, faults)
 		return errFailed
 	}
 	return nil
@@ -82,6 +88,8 @@ func load(getenv func(string) string) (chaos.Config, error) {
 		Seed:     int64(e.Int("CHAOS_SEED", -1, 0, math.MaxInt)),
 		Duration: e.Duration("CHAOS_DURATION", chaos.DefaultDuration, 10*time.Second, time.Hour),
 		Rate:     chaos.DefaultRate,
+		// Zero lets the harness choose from the duration.
+		Faults: e.Int("CHAOS_FAULTS", 0, 1, chaos.MaxFaults),
 	}
 	var rateErr error
 	if raw := strings.TrimSpace(getenv("CHAOS_RATE")); raw != "" {

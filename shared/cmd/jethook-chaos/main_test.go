@@ -23,8 +23,8 @@ func TestLoad(t *testing.T) {
 		},
 		{
 			name: "all set",
-			env:  map[string]string{"CHAOS_SEED": "42", "CHAOS_DURATION": "30s", "CHAOS_RATE": "2.5"},
-			want: chaos.Config{Seed: 42, Duration: 30 * time.Second, Rate: 2.5},
+			env:  map[string]string{"CHAOS_SEED": "42", "CHAOS_DURATION": "30s", "CHAOS_RATE": "2.5", "CHAOS_FAULTS": "120"},
+			want: chaos.Config{Seed: 42, Duration: 30 * time.Second, Rate: 2.5, Faults: 120},
 		},
 		{
 			name: "seed zero is a seed",
@@ -33,8 +33,8 @@ func TestLoad(t *testing.T) {
 		},
 		{
 			name:    "every bad variable named",
-			env:     map[string]string{"CHAOS_SEED": "-1", "CHAOS_DURATION": "5s", "CHAOS_RATE": "banana"},
-			wantErr: []string{`invalid CHAOS_SEED="-1"`, `invalid CHAOS_DURATION="5s"`, `invalid CHAOS_RATE="banana"`},
+			env:     map[string]string{"CHAOS_SEED": "-1", "CHAOS_DURATION": "5s", "CHAOS_RATE": "banana", "CHAOS_FAULTS": "0"},
+			wantErr: []string{`invalid CHAOS_SEED="-1"`, `invalid CHAOS_DURATION="5s"`, `invalid CHAOS_RATE="banana"`, `invalid CHAOS_FAULTS="0"`},
 		},
 		{
 			name:    "rate out of range",
@@ -59,7 +59,7 @@ func TestLoad(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if cfg.Duration != tt.want.Duration || cfg.Rate != tt.want.Rate {
+			if cfg.Duration != tt.want.Duration || cfg.Rate != tt.want.Rate || cfg.Faults != tt.want.Faults {
 				t.Errorf("config = %+v, want %+v", cfg, tt.want)
 			}
 			if _, set := tt.env["CHAOS_SEED"]; set && cfg.Seed != tt.want.Seed {
