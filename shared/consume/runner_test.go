@@ -148,6 +148,9 @@ func (f *fixture) info() *jetstream.ConsumerInfo {
 	return info
 }
 
+// idle reports whether the consumer has nothing left. The server counts
+// a message just published as pending a moment later, so a test that has
+// just published waits for its handler to see the message first.
 func (f *fixture) idle() bool {
 	info := f.info()
 	return info.NumPending == 0 && info.NumAckPending == 0
@@ -297,7 +300,7 @@ func TestHeartbeatKeepsSlowWork(t *testing.T) {
 	})
 	f.start()
 	f.publish(1)
-	testkit.Eventually(t, 10*time.Second, "the slow job acked", f.idle)
+	testkit.Eventually(t, 10*time.Second, "the slow job acked", func() bool { return seen.get("0") > 0 && f.idle() })
 	if n := seen.get("0"); n != 1 {
 		t.Fatalf("slow job delivered %d times, want 1", n)
 	}
@@ -346,7 +349,14 @@ func TestResumesWhereAVanishedConsumerStood(t *testing.T) {
 	})
 	f.start()
 	f.publish(5)
-	testkit.Eventually(t, 5*time.Second, "the first five handled", f.idle)
+	testkit.Eventually(t, 5*time.Second, "the first five handled", func() bool {
+		for i := range 5 {
+			if seen.get(strconv.Itoa(i)) == 0 {
+				return false
+			}
+		}
+		return f.idle()
+	})
 	// The runner reads the ack floor after it settled messages; wait for
 	// the read that knows all five.
 	testkit.Eventually(t, 10*time.Second, "the ack floor read", func() bool {
