@@ -489,8 +489,11 @@ func TestClusterNodeLoss(t *testing.T) {
 	create(3, "during")
 	s.cluster.Servers[victim].Restart(t)
 	create(3, "after")
+	// A message the server handed out just as its leader went away is
+	// handed out again after the email consumer's AckWait (30 s); the
+	// wait allows for that on a loaded machine.
 	for _, id := range ids {
-		s.waitEmail(id, 60*time.Second)
+		s.waitEmail(id, 90*time.Second)
 	}
 	s.settle(60 * time.Second)
 	for _, id := range ids {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -76,6 +77,10 @@ type Worker struct {
 	Now func() time.Time
 
 	once sync.Once
+	// active holds the claims of this process's deliveries that are
+	// being handled, so that one left by a delivery that ended without
+	// knowing whether its claim was stored can be told from a live one.
+	active sync.Map
 }
 
 // storeTimeout bounds one call to the idempotency store that must not be
@@ -124,12 +129,31 @@ func (w *Worker) Handle(ctx context.Context, m *consume.Msg) consume.Decision {
 	// its delivery count, so that no other delivery, of this message or
 	// of a duplicate, can pass for its holder.
 	holder := w.instance() + "/" + strconv.FormatUint(m.Meta.Sequence.Stream, 10) + "/" + strconv.FormatUint(m.Attempt(), 10)
+	w.active.Store(holder, struct{}{})
+	defer w.active.Delete(holder)
 	claim, err := w.Store.Claim(ctx, ev.ID, holder, w.ClaimLease)
+	var held *processed.ClaimedError
+	if errors.As(err, &held) && w.deadHere(held.Holder) {
+		// An earlier delivery in this process failed without hearing
+		// whether its claim was stored (NATS lost the answer): it is
+		// over, so its claim is taken over now instead of lapsing.
+		claim, err = w.Store.TakeOver(ctx, ev.ID, held.Rev, holder, w.ClaimLease)
+	}
 	if err == nil {
 		err = w.send(ctx, &claim, NewMessage(ev))
 	}
 	r.err, r.now = err, w.now()
 	return decide(w.policy(), r)
+}
+
+// deadHere reports whether holder names a delivery of this process that
+// is no longer being handled.
+func (w *Worker) deadHere(holder string) bool {
+	if !strings.HasPrefix(holder, w.instance()+"/") {
+		return false
+	}
+	_, live := w.active.Load(holder)
+	return !live
 }
 
 // send delivers msg while it holds claim: the lease is renewed every third

@@ -716,3 +716,23 @@ func TestCommitLeaseCoversTheWaitForTheDot(t *testing.T) {
 		t.Fatalf("%d emails, want 1", n)
 	}
 }
+
+// TestOwnLostClaimTakenOverAtOnce: a delivery that failed without hearing
+// whether its claim was stored (NATS lost the answer) leaves a claim that
+// names this process; the next delivery here takes it over at once
+// instead of waiting for the lease to lapse. A claim of another process is
+// still waited for (TestWorkerNeverTakesOverALiveClaim).
+func TestOwnLostClaimTakenOverAtOnce(t *testing.T) {
+	f := startWorkers(t, setup{
+		timings: func(tm *consume.Timings) { tm.AckWait = time.Minute; tm.Heartbeat = 15 * time.Second },
+		worker:  func(w *Worker) { w.Instance = "this" },
+	})
+	ev := testkit.OrderPaid(t)
+	// The claim of delivery 1 of the message, which this process made and
+	// lost track of; the lease is a minute, longer than the test waits.
+	if _, err := processed.New(f.js).Claim(context.Background(), ev.ID, "this/1/0", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	f.publish(ev, ev.ID)
+	eventually(t, 10*time.Second, "the email, well before the lost claim's lease", func() bool { return len(f.smtp.Messages()) == 1 })
+}

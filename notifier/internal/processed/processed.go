@@ -34,11 +34,13 @@ var (
 	ErrClaimLost = errors.New("claim lost to another delivery")
 )
 
-// ClaimedError means a live delivery holds the event. Until is when its
-// lease ends unless it is renewed.
+// ClaimedError means a delivery holds the event. Until is when its lease
+// ends unless it is renewed; Rev is the revision of the claim, for
+// TakeOver.
 type ClaimedError struct {
 	Holder string
 	Until  time.Time
+	Rev    uint64
 }
 
 func (e *ClaimedError) Error() string {
@@ -149,7 +151,28 @@ func (s *Store) Claim(ctx context.Context, eventID, holder string, lease time.Du
 	if state == Done {
 		return Claim{}, ErrDone
 	}
-	return Claim{}, &ClaimedError{Holder: other, Until: otherUntil}
+	return Claim{}, &ClaimedError{Holder: other, Until: otherUntil, Rev: entry.Revision()}
+}
+
+// TakeOver replaces the claim held at revision rev, whose holder the
+// caller knows to be dead, with a claim for holder. Only the process that
+// made a claim can know that: its own delivery that failed without
+// hearing whether its claim was stored. Anyone else waits for the lease
+// to lapse. TakeOver fails with a *ClaimedError when the claim moved on
+// meanwhile.
+func (s *Store) TakeOver(ctx context.Context, eventID string, rev uint64, holder string, lease time.Duration) (Claim, error) {
+	kv, err := s.bucket(ctx)
+	if err != nil {
+		return Claim{}, err
+	}
+	err = kv.Delete(ctx, eventID, jetstream.LastRevision(rev))
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || wrongLastSequence(err) {
+		return s.Claim(ctx, eventID, holder, lease)
+	}
+	if err != nil {
+		return Claim{}, fmt.Errorf("take over %s: %w", eventID, err)
+	}
+	return s.Claim(ctx, eventID, holder, lease)
 }
 
 // Renew extends c's lease to lease from now. It fails with ErrClaimLost if

@@ -198,3 +198,24 @@ func TestWrongLastSequenceCodes(t *testing.T) {
 		}
 	}
 }
+
+func TestTakeOver(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	const id = "evt_0193a5b2-7c1e-7d3a-9f00-1b2c3d4e5f65"
+	if _, err := s.Claim(ctx, id, "p/1/1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	var ce *ClaimedError
+	if _, err := s.Claim(ctx, id, "p/1/2", time.Minute); !errors.As(err, &ce) {
+		t.Fatalf("second claim = %v, want a ClaimedError", err)
+	}
+	c, err := s.TakeOver(ctx, id, ce.Rev, "p/1/2", time.Minute)
+	if err != nil || c.Holder != "p/1/2" {
+		t.Fatalf("TakeOver = %+v, %v", c, err)
+	}
+	// A take-over of a claim that moved on since it was read is refused.
+	if _, err := s.TakeOver(ctx, id, ce.Rev, "p/1/3", time.Minute); !errors.As(err, &ce) || ce.Holder != "p/1/2" {
+		t.Fatalf("stale TakeOver = %v, want the new holder's ClaimedError", err)
+	}
+}
