@@ -57,7 +57,7 @@ func OrdersStream(replicas int) jetstream.StreamConfig {
 func DeadletterStream(replicas int) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        StreamDeadletter,
-		Description: "events whose webhook delivery failed for good",
+		Description: "what failed for good: webhooks and emails, with the reason in headers",
 		Subjects:    []string{"deadletter.>"},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
