@@ -79,7 +79,7 @@ func TestDelivered(t *testing.T) {
 		t.Errorf("signature does not verify: %v", err)
 	}
 
-	recs := h.logs.attempts(e.ID)
+	recs := h.logsUntil(t, e.ID, "delivered")
 	if len(recs) != 1 {
 		t.Fatalf("got %d attempt log lines, want 1: %v", len(recs), recs)
 	}
@@ -131,7 +131,7 @@ func TestRetriesUntilDelivered(t *testing.T) {
 			t.Errorf("request %d changed the body", i+1)
 		}
 	}
-	recs := h.logs.attempts(e.ID)
+	recs := h.logsUntil(t, e.ID, "delivered")
 	first, _ := recs[0]["error"].(string)
 	if recs[0]["outcome"] != "retry" || !strings.Contains(first, "refused") {
 		t.Errorf("first attempt logged %v, want a refused retry", recs[0])
@@ -204,7 +204,7 @@ func TestDeadLetterAfterMaxDeliver(t *testing.T) {
 	if got := dl.Header.Get(consume.HeaderLastError); !strings.Contains(got, "500") {
 		t.Errorf("header %s = %q, want the last failure", consume.HeaderLastError, got)
 	}
-	recs := h.logs.attempts(e.ID)
+	recs := h.logsUntil(t, e.ID, "dead_lettered")
 	if len(recs) != 3 || recs[2]["outcome"] != "dead_lettered" {
 		t.Errorf("attempt log lines: %v, want 3 ending in dead_lettered", recs)
 	}
@@ -339,7 +339,7 @@ func TestRetryAfter(t *testing.T) {
 			if gap := reqs[1].at.Sub(reqs[0].at); gap < tt.min || gap > tt.max {
 				t.Errorf("retry after %s, want within [%s, %s]", gap, tt.min, tt.max)
 			}
-			recs := h.logs.attempts(e.ID)
+			recs := h.logsUntil(t, e.ID, "delivered")
 			if len(recs) != 2 {
 				t.Fatalf("attempt log lines: %v", recs)
 			}

@@ -318,6 +318,24 @@ func (h *harness) deadLetters(t *testing.T) []*jetstream.RawStreamMsg {
 	return msgs
 }
 
+// logsUntil waits until eventID's log records include one with outcome,
+// and returns them. The runtime writes a message's line after it settled
+// it, so an idle consumer does not yet mean a complete log.
+func (h *harness) logsUntil(t *testing.T, eventID, outcome string) []map[string]any {
+	t.Helper()
+	var recs []map[string]any
+	eventually(t, 5*time.Second, "the "+outcome+" log line of "+eventID, func() bool {
+		recs = h.logs.attempts(eventID)
+		for _, r := range recs {
+			if r["outcome"] == outcome {
+				return true
+			}
+		}
+		return false
+	})
+	return recs
+}
+
 // request is one webhook as the receiver saw it.
 type request struct {
 	at     time.Time

@@ -70,7 +70,7 @@ func TestDeadLetterStreamDeletedUnderTheDispatcher(t *testing.T) {
 			t.Errorf("header %s = %q, want %q", name, got, want)
 		}
 	}
-	recs := h.logs.attempts(e.ID)
+	recs := h.logsUntil(t, e.ID, "dead_lettered")
 	if last := recs[len(recs)-1]; last["outcome"] != "dead_lettered" || last["msg"] != "webhook dead-lettered" {
 		t.Errorf("last log line %v, want the dead letter", last)
 	}
