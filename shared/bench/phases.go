@@ -14,6 +14,8 @@ import (
 
 	"github.com/jethook/jethook/shared/event"
 	"github.com/jethook/jethook/shared/webhook"
+
+	"github.com/jethook/jethook/shared/testkit"
 )
 
 // mailDomain is the domain of every customer address of the load. Each
@@ -363,15 +365,15 @@ func waitListening(ctx context.Context, addr string, timeout time.Duration) erro
 // freePorts returns n distinct ports of 127.0.0.1 that were free a moment
 // ago.
 func freePorts(n int) ([]string, error) {
+	// Ports below the ephemeral range: a killed process restarts on its
+	// port, which an outgoing connection must not have taken meanwhile.
 	var ports []string
 	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		port, err := testkit.FreePort()
 		if err != nil {
 			return nil, err
 		}
-		defer ln.Close()
-		_, port, _ := net.SplitHostPort(ln.Addr().String())
-		ports = append(ports, port)
+		ports = append(ports, strconv.Itoa(port))
 	}
 	return ports, nil
 }

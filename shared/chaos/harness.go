@@ -7,11 +7,11 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,6 +24,8 @@ import (
 	"github.com/jethook/jethook/shared/natsx"
 	"github.com/jethook/jethook/shared/smtptest"
 	"github.com/jethook/jethook/shared/webhook"
+
+	"github.com/jethook/jethook/shared/testkit"
 )
 
 // smtpTimeout is the notifier's SMTP_TIMEOUT: short, so that a mail server
@@ -395,21 +397,15 @@ jetstream {
 // freePorts returns n distinct free ports on 127.0.0.1. The processes bind
 // them later, and again after each restart.
 func freePorts(n int) ([]string, error) {
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			_ = ln.Close()
-		}
-	}()
+	// Ports below the ephemeral range: a killed process restarts on its
+	// port, which an outgoing connection must not have taken meanwhile.
 	var ports []string
 	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		port, err := testkit.FreePort()
 		if err != nil {
 			return nil, err
 		}
-		lns = append(lns, ln)
-		_, port, _ := net.SplitHostPort(ln.Addr().String())
-		ports = append(ports, port)
+		ports = append(ports, strconv.Itoa(port))
 	}
 	return ports, nil
 }

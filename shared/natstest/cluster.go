@@ -3,7 +3,6 @@ package natstest
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +10,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jethook/jethook/shared/testkit"
 )
 
 // Cluster is a JetStream cluster of embedded servers on 127.0.0.1, for
@@ -96,18 +97,15 @@ func (c *Cluster) waitForJetStream(tb testing.TB, n int) {
 
 func freePorts(tb testing.TB, n int) []int {
 	tb.Helper()
-	var lns []net.Listener
+	// Ports below the ephemeral range: a node restarts on its ports, which
+	// an outgoing connection must not have taken meanwhile.
 	var ports []int
 	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		port, err := testkit.FreePort()
 		if err != nil {
 			tb.Fatal(err)
 		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		ln.Close()
+		ports = append(ports, port)
 	}
 	return ports
 }

@@ -9,6 +9,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jethook/jethook/shared/testkit"
 )
 
 // Server is an embedded JetStream server with file storage.
@@ -57,7 +59,12 @@ func Start(opts server.Options) (*Server, error) {
 // ends.
 func RunServer(tb testing.TB, options ...Option) *Server {
 	tb.Helper()
-	opts := Options(tb.TempDir(), -1)
+	// A port below the ephemeral range, so that a Restart finds it free.
+	port, err := testkit.FreePort()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	opts := Options(tb.TempDir(), port)
 	Apply(tb, &opts, options...)
 	s, err := Start(opts)
 	if err != nil {

@@ -6,6 +6,9 @@ package testkit
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"testing"
@@ -16,16 +19,47 @@ import (
 	"github.com/jethook/jethook/shared/event"
 )
 
-// FreeAddr returns a 127.0.0.1 address that was free a moment ago.
+// FreeAddr returns a 127.0.0.1 address that was free a moment ago, for a
+// server a test starts later. Its port is below the kernel's range of
+// ephemeral ports (32768 and up on Linux), from which the source ports of
+// outgoing connections and the ports of ":0" listeners come: a port from
+// that range, free when asked, is often taken by some connection before
+// the server binds it, on a machine running many tests at once. Below the
+// range, only another FreeAddr can take it, and the bind check and the
+// random start make that unlikely.
 func FreeAddr(tb testing.TB) string {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := FreePort()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", port)
 }
+
+// FreePort is FreeAddr's port, for tools that are not tests (the chaos
+// harness, the benchmark runner), whose processes restart on the same
+// port again and again.
+func FreePort() (int, error) {
+	const lo, hi = 20000, 32000
+	start := lo + rand.IntN(hi-lo)
+	for i := range hi - lo {
+		port := lo + (start-lo+i)%(hi-lo)
+		if _, taken := handedOut.LoadOrStore(port, true); taken {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return port, nil
+	}
+	return 0, errors.New("no free port on 127.0.0.1 below the ephemeral range")
+}
+
+// handedOut remembers the ports FreeAddr gave this test process, so that
+// two tests of one process never get the same one.
+var handedOut sync.Map
 
 // Eventually polls cond every 10 ms until it holds, and fails the test
 // naming what it waited for when timeout passes first.
