@@ -100,14 +100,22 @@ func StartProcess(ctx context.Context, stream, consumer string, msg jetstream.Ms
 }
 
 // Fail marks span as failed by err: its status, the recorded error and
-// error.type. A nil err leaves the span as it is.
-func Fail(span trace.Span, err error) {
+// error.type, the error's Go type. A nil err leaves the span as it is.
+func Fail(span trace.Span, err error) { FailAs(span, err, "") }
+
+// FailAs is Fail with errorType as error.type, such as an HTTP status
+// code, when it is not empty.
+func FailAs(span trace.Span, err error, errorType string) {
 	if err == nil || !span.IsRecording() {
 		return
 	}
 	span.RecordError(err)
 	span.SetStatus(codes.Error, err.Error())
-	span.SetAttributes(semconv.ErrorType(err))
+	if errorType != "" {
+		span.SetAttributes(semconv.ErrorTypeKey.String(errorType))
+	} else {
+		span.SetAttributes(semconv.ErrorType(err))
+	}
 }
 
 // End marks span failed by err, when err is not nil, and ends it.
