@@ -246,6 +246,7 @@ var adminEnv = map[string]string{
 }
 
 type options struct {
+	env           map[string]string // added to every service's environment
 	dispatcherEnv map[string]string
 	proxyDown     bool // the proxy does not listen at first
 	cluster       bool // three NATS nodes and STREAM_REPLICAS=3 instead of one node
@@ -285,6 +286,9 @@ func startSystem(t *testing.T, o options) *system {
 	common := func(extra map[string]string) map[string]string {
 		env := map[string]string{"NATS_URL": natsURL, "STREAM_REPLICAS": replicas, "WEBHOOK_SECRET": secret, "LOG_FORMAT": "json"}
 		for k, v := range secure.env() {
+			env[k] = v
+		}
+		for k, v := range o.env {
 			env[k] = v
 		}
 		for k, v := range extra {
