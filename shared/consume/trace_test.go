@@ -64,25 +64,12 @@ func TestEveryDeliveryContinuesThePublishersTrace(t *testing.T) {
 		if got := <-handlerSpans; got.SpanID() != s.SpanContext().SpanID() {
 			t.Errorf("delivery %d: the handler ran under %s", i+1, got.SpanID())
 		}
-		checkSpanAttrs(t, s, map[string]string{
+		tracingtest.Expect(t, s, map[string]string{
 			"messaging.system": "nats", "messaging.operation.type": "process", "messaging.destination.name": "work.job",
 			"messaging.consumer.group.name": testConsumer, "jethook.event_id": "evt_1", "jethook.order_id": "o1",
 		})
 	}
 	if got := f.deadLetters()[0].Header.Get("traceparent"); got != msg.Header.Get("traceparent") {
 		t.Errorf("the dead letter's traceparent = %q, want the original's %q", got, msg.Header.Get("traceparent"))
-	}
-}
-
-func checkSpanAttrs(t *testing.T, s sdktrace.ReadOnlySpan, want map[string]string) {
-	t.Helper()
-	got := map[string]string{}
-	for _, a := range s.Attributes() {
-		got[string(a.Key)] = a.Value.Emit()
-	}
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("%s: %s = %q, want %q", s.Name(), k, got[k], v)
-		}
 	}
 }

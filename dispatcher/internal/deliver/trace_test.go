@@ -45,10 +45,7 @@ func TestAttemptSpans(t *testing.T) {
 		if s.SpanKind() != trace.SpanKindClient || s.Parent().SpanID() != delivery.SpanContext().SpanID() {
 			t.Errorf("attempt %d: kind %s parent %s", i+1, s.SpanKind(), s.Parent().SpanID())
 		}
-		attrs := map[string]string{}
-		for _, a := range s.Attributes() {
-			attrs[string(a.Key)] = a.Value.Emit()
-		}
+		attrs := tracingtest.Attrs(s)
 		if strings.Contains(attrs["url.full"], "s3cret") || attrs["server.address"] != "127.0.0.1" || attrs["jethook.event_id"] != "evt_1" ||
 			attrs["http.request.method"] != "POST" {
 			t.Errorf("attempt %d: attributes %v", i+1, attrs)

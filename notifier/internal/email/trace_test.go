@@ -42,10 +42,8 @@ func TestSendSpans(t *testing.T) {
 		if sp.SpanKind() != trace.SpanKindClient || sp.Parent().SpanID() != parent.SpanContext().SpanID() {
 			t.Errorf("send span: kind %s parent %s", sp.SpanKind(), sp.Parent().SpanID())
 		}
-		attrs := map[string]string{"status": sp.Status().Code.String()}
-		for _, a := range sp.Attributes() {
-			attrs[string(a.Key)] = a.Value.Emit()
-		}
+		attrs := tracingtest.Attrs(sp)
+		attrs["status"] = sp.Status().Code.String()
 		sends = append(sends, attrs)
 	}
 	if len(sends) != 2 {

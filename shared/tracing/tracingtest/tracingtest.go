@@ -217,3 +217,24 @@ func Record(tb testing.TB) *tracetest.SpanRecorder {
 	})
 	return rec
 }
+
+// Attrs returns the attributes of a recorded span, each value as text.
+func Attrs(s sdktrace.ReadOnlySpan) map[string]string {
+	m := map[string]string{}
+	for _, a := range s.Attributes() {
+		m[string(a.Key)] = a.Value.Emit()
+	}
+	return m
+}
+
+// Expect reports each attribute of want that the recorded span lacks or
+// has with another value.
+func Expect(tb testing.TB, s sdktrace.ReadOnlySpan, want map[string]string) {
+	tb.Helper()
+	got := Attrs(s)
+	for k, v := range want {
+		if got[k] != v {
+			tb.Errorf("%s: %s = %q, want %q", s.Name(), k, got[k], v)
+		}
+	}
+}
