@@ -356,13 +356,15 @@ func (r *Runner) handle(work context.Context, raw jetstream.Msg) {
 	stop := r.heartbeat(m)
 	defer stop()
 
-	ctx, cancel := context.WithTimeout(work, r.cfg.Timings.MessageTimeout)
+	ctx, span := r.startSpan(work, m)
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.Timings.MessageTimeout)
 	start := time.Now()
 	d := r.call(ctx, m)
 	took := time.Since(start)
 	cancel()
 
 	verdict, err := r.settle(m, &d)
+	endSpan(span, d, verdict, err)
 	r.settled.Add(1)
 	r.report(Settled{Msg: m, Decision: d, Verdict: verdict, Took: took, Err: err})
 }

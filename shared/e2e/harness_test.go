@@ -280,6 +280,7 @@ var adminEnv = map[string]string{
 }
 
 type options struct {
+	env           map[string]string // added to every service's environment
 	dispatcherEnv map[string]string
 	notifierEnv   map[string]string
 	replicas      int  // processes of the dispatcher and of the notifier; 0 means 1
@@ -328,6 +329,9 @@ func startSystem(t *testing.T, o options) *system {
 	common := func(extra map[string]string) map[string]string {
 		env := map[string]string{"NATS_URL": natsURL, "STREAM_REPLICAS": replicas, "WEBHOOK_SECRET": secret, "LOG_FORMAT": "json"}
 		for k, v := range secure.env() {
+			env[k] = v
+		}
+		for k, v := range o.env {
 			env[k] = v
 		}
 		for k, v := range extra {

@@ -1,6 +1,6 @@
 // Package service holds what every jethook binary does the same way: open
 // its listener and NATS connection, build its Fiber app with problem+json
-// errors, request logs and metrics, health and /metrics, run its background
+// errors, request spans, logs and metrics, health and /metrics, run its background
 // work, and shut down cleanly on SIGTERM.
 package service
 
@@ -98,6 +98,9 @@ func NewApp(cfg AppConfig) *fiber.App {
 		WriteTimeout:          10 * time.Second,
 		IdleTimeout:           60 * time.Second,
 	})
+	// The span is outermost, so that it sees the status the request
+	// middleware's error handling settles on.
+	app.Use(traceRequests())
 	app.Use(requests.Middleware())
 	metrics.Register(app, cfg.Registry)
 	health.Register(app, cfg.Ready)
@@ -109,7 +112,8 @@ func NewApp(cfg AppConfig) *fiber.App {
 // returns an error. A worker that returns nil is simply done
 // (provisioning, for instance). Then it stops accepting
 // HTTP, lets in-flight requests finish, cancels the workers and waits for
-// them, and drains the NATS connection, all within ShutdownTimeout. It
+// them, and drains the NATS connection while it sends the spans still
+// waiting (tracing.Shutdown), all within ShutdownTimeout. It
 // returns the failure that stopped the service, or nil.
 func Run(ctx context.Context, logger *slog.Logger, conn *Conn, app *fiber.App, workers ...func(context.Context) error) error {
 	workCtx, cancelWork := context.WithCancel(ctx)
@@ -163,9 +167,13 @@ waitWorkers:
 			break waitWorkers
 		}
 	}
+	// The last spans ended with the work; they are sent while the
+	// connection drains, within the same budget.
+	flushed := flushTraces(shutdownCtx, logger)
 	if err := natsx.Drain(shutdownCtx, conn.NC); err != nil {
 		logger.Warn("NATS drain", "error", err)
 	}
+	<-flushed
 	logger.Info("stopped")
 	return failure
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/jethook/jethook/shared/metrics"
 	"github.com/jethook/jethook/shared/natsx"
 	"github.com/jethook/jethook/shared/service"
+	"github.com/jethook/jethook/shared/tracing"
 )
 
 const name = "dispatcher"
@@ -49,6 +50,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	logger := logs.New(cfg.LogFormat, stdout, name)
+	// Spans are recorded and exported only when an OTLP endpoint is set.
+	if err := tracing.Setup(ctx, getenv, name, logger); err != nil {
+		return err
+	}
 	conn, err := service.Open(name, "DISPATCHER_ADDR", cfg.Addr, cfg.NATS, logger)
 	if err != nil {
 		return err

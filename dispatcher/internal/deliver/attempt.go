@@ -13,6 +13,7 @@ import (
 
 	"github.com/jethook/jethook/dispatcher/internal/attempt"
 	"github.com/jethook/jethook/dispatcher/internal/ssrf"
+	"github.com/jethook/jethook/shared/tracing"
 	"github.com/jethook/jethook/shared/webhook"
 )
 
@@ -106,7 +107,9 @@ type answer struct {
 // post sends one signed webhook and returns the receiver's answer and nil
 // for 2xx, a *StatusError for any other status, or the transport error.
 // Cancelling ctx interrupts the attempt.
-func post(ctx context.Context, client *http.Client, t target, id string, body []byte) (answer, error) {
+func post(ctx context.Context, client *http.Client, t target, id string, body []byte) (a answer, err error) {
+	ctx, span := startAttempt(ctx, t.url, id)
+	defer func() { endAttempt(span, a, err) }()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.url, bytes.NewReader(body))
 	if err != nil {
 		return answer{}, &PermanentError{Err: fmt.Errorf("build request: %w", err)}
@@ -116,6 +119,8 @@ func post(ctx context.Context, client *http.Client, t target, id string, body []
 	// The signature carries the attempt's own time, so that a retry hours
 	// later is still within the receiver's timestamp tolerance.
 	webhook.SetHeaders(req.Header, t.secrets, id, time.Now(), body)
+	// The receiver may continue the trace: the traceparent header.
+	tracing.InjectHTTP(ctx, req.Header)
 
 	resp, err := client.Do(req)
 	if err != nil {
@@ -134,7 +139,7 @@ func post(ctx context.Context, client *http.Client, t target, id string, body []
 	defer resp.Body.Close()
 	head, _ := io.ReadAll(io.LimitReader(resp.Body, attempt.MaxResponse))
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
-	a := answer{status: resp.StatusCode, body: attempt.Excerpt(head)}
+	a = answer{status: resp.StatusCode, body: attempt.Excerpt(head)}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return a, nil
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/jethook/jethook/shared/metrics"
 	"github.com/jethook/jethook/shared/natsx"
 	"github.com/jethook/jethook/shared/service"
+	"github.com/jethook/jethook/shared/tracing"
 	"github.com/jethook/jethook/shared/webhook"
 )
 
@@ -48,6 +49,10 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		return err
 	}
 	logger := logs.New(cfg.LogFormat, stdout, "notifier")
+	// Spans are recorded and exported only when an OTLP endpoint is set.
+	if err := tracing.Setup(ctx, getenv, "notifier", logger); err != nil {
+		return err
+	}
 	conn, err := service.Open("notifier", "NOTIFIER_ADDR", cfg.Addr, cfg.NATS, logger)
 	if err != nil {
 		return err
@@ -59,6 +64,9 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 	send, err := sender(cfg, logger)
 	if err != nil {
 		return err
+	}
+	if tracing.Enabled() {
+		send = email.Traced(send, cfg.SMTPAddr)
 	}
 	emailMetrics := email.NewMetrics(reg, js)
 	worker := &email.Worker{

@@ -182,11 +182,13 @@ func (s *SMTPSender) transact(ctx context.Context, c *smtpConn, m Message, commi
 		// the connection is the only way to take DATA back.
 		return false, &SendError{Stage: StageCommit, Err: err}
 	}
-	if err := w.Close(); err != nil {
+	resp, err := w.CloseWithResponse()
+	if err != nil {
 		se := sendError(StageDot, err)
 		// A refusal of the message leaves the connection usable.
 		return se.Code != 0, se
 	}
+	noteAccepted(ctx, resp)
 	return true, nil
 }
 

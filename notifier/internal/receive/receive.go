@@ -14,8 +14,10 @@ import (
 	"github.com/jethook/jethook/notifier/internal/processed"
 	"github.com/jethook/jethook/shared/event"
 	"github.com/jethook/jethook/shared/metrics"
+	"github.com/jethook/jethook/shared/natsx"
 	"github.com/jethook/jethook/shared/problem"
 	"github.com/jethook/jethook/shared/service"
+	"github.com/jethook/jethook/shared/tracing"
 	"github.com/jethook/jethook/shared/webhook"
 	"github.com/jethook/jethook/shared/webhook/fiberwebhook"
 )
@@ -180,7 +182,10 @@ func (h *Handler) serve(c *fiber.Ctx) (result, error) {
 	// message after a timeout.
 	out := &nats.Msg{Subject: Subject, Data: msg.Body, Header: nats.Header{}}
 	out.Header.Set(jetstream.MsgIDHeader, ev.ID)
-	ack, err := h.JS.PublishMsg(ctx, out)
+	// The hand-off carries the webhook's trace on to the email worker.
+	pubCtx, span := tracing.StartPublish(ctx, natsx.StreamNotifications, out, ev.ID, ev.ID, ev.Data.OrderID)
+	ack, err := h.JS.PublishMsg(pubCtx, out)
+	tracing.End(span, err)
 	if err != nil {
 		res.outcome, res.cause = outcomeUnavailable, err
 		return res, unavailable(c, "could not queue the notification")

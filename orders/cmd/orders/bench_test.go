@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -20,16 +21,31 @@ import (
 // own; this one is for profiles of the service's own code:
 //
 //	go test -run '^$' -bench CreateOrder -benchtime 20000x -cpuprofile cpu.out ./orders/cmd/orders
-func BenchmarkCreateOrder(b *testing.B) {
+func BenchmarkCreateOrder(b *testing.B) { benchmarkCreateOrder(b) }
+
+// BenchmarkCreateOrderTraced is BenchmarkCreateOrder with tracing on,
+// every request sampled and exported over OTLP/HTTP to a sink on
+// 127.0.0.1 that reads and discards: what a span per request and per
+// publish costs the service, its export included.
+func BenchmarkCreateOrderTraced(b *testing.B) {
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+	}))
+	b.Cleanup(sink.Close)
+	benchmarkCreateOrder(b, "OTEL_EXPORTER_OTLP_ENDPOINT", sink.URL)
+}
+
+func benchmarkCreateOrder(b *testing.B, env ...string) {
 	ns := natstest.RunServer(b)
 	logs, err := os.Create(filepath.Join(b.TempDir(), "orders.log"))
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { logs.Close() })
-	s := startOrdersLogging(b, ns.URL(), true, logs, "LOG_FORMAT", "json")
+	s := startOrdersLogging(b, ns.URL(), true, logs, append([]string{"LOG_FORMAT", "json"}, env...)...)
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 100}}
 	var n atomic.Int64
+	b.ReportAllocs()
 	b.SetParallelism(25) // 25 × GOMAXPROCS 2 = 50 clients, as in make bench
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {

@@ -22,6 +22,7 @@ import (
 	"github.com/jethook/jethook/shared/metrics"
 	"github.com/jethook/jethook/shared/natsx"
 	"github.com/jethook/jethook/shared/service"
+	"github.com/jethook/jethook/shared/tracing"
 )
 
 func main() {
@@ -39,6 +40,10 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		return err
 	}
 	logger := logs.New(cfg.LogFormat, stdout, "orders")
+	// Spans are recorded and exported only when an OTLP endpoint is set.
+	if err := tracing.Setup(ctx, getenv, "orders", logger); err != nil {
+		return err
+	}
 	conn, err := service.Open("orders", "ORDERS_ADDR", cfg.Addr, cfg.NATS, logger)
 	if err != nil {
 		return err

@@ -15,6 +15,7 @@ import (
 	"github.com/jethook/jethook/orders/internal/order"
 	"github.com/jethook/jethook/shared/event"
 	"github.com/jethook/jethook/shared/natsx"
+	"github.com/jethook/jethook/shared/tracing"
 )
 
 // HeaderCreatedAt carries the order's creation time on its event message,
@@ -100,7 +101,7 @@ func (s *JetStream) connected() error {
 // event id and waits for the PubAck. It also expects the subject to be
 // empty, so that the event of an order already in the stream, even past
 // the duplicate window, is not stored twice; stored is false then.
-func (s *JetStream) PublishOrderPaid(ctx context.Context, e event.OrderPaid, createdAt time.Time) (bool, error) {
+func (s *JetStream) PublishOrderPaid(ctx context.Context, e event.OrderPaid, createdAt time.Time) (stored bool, err error) {
 	if err := s.connected(); err != nil {
 		return false, err
 	}
@@ -110,6 +111,9 @@ func (s *JetStream) PublishOrderPaid(ctx context.Context, e event.OrderPaid, cre
 	}
 	msg := &nats.Msg{Subject: event.Subject(e.Data.OrderID), Data: body, Header: nats.Header{}}
 	msg.Header.Set(HeaderCreatedAt, createdAt.UTC().Format(time.RFC3339))
+	// The event carries the request's trace to whoever delivers it.
+	ctx, span := tracing.StartPublish(ctx, natsx.StreamOrders, msg, e.ID, e.ID, e.Data.OrderID)
+	defer func() { tracing.End(span, err) }()
 	ack, err := s.publish(ctx, msg,
 		jetstream.WithMsgID(e.ID),
 		jetstream.WithExpectStream(natsx.StreamOrders),
