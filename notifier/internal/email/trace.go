@@ -45,7 +45,7 @@ func Traced(s Sender, relay string) Sender {
 
 // Send sends m under its span. A failure names its stage, and the relay's
 // code and reply when it gave one.
-func (t tracedSender) Send(ctx context.Context, m Message, commit func(context.Context) error) error {
+func (t tracedSender) Send(ctx context.Context, m Message, commit Commit) error {
 	ctx, span := tracing.Tracer().Start(ctx, "send email", trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(t.attrs...), trace.WithAttributes(tracing.IDs(m.EventID, m.OrderID)...))
 	defer span.End()
