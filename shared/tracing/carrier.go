@@ -48,6 +48,23 @@ func Extract(ctx context.Context, h nats.Header) context.Context {
 	return propagator.Extract(ctx, Header(h))
 }
 
+// Context headers: the W3C names the propagator reads and writes.
+const (
+	HeaderTraceparent = "traceparent"
+	HeaderTracestate  = "tracestate"
+)
+
+// CopyContext copies the trace context src carries, if any, into dst: a
+// message made from another, such as a replay of a dead letter, continues
+// the original's trace whether or not this process traces.
+func CopyContext(dst, src nats.Header) {
+	for _, k := range [...]string{HeaderTraceparent, HeaderTracestate} {
+		if v := src.Get(k); v != "" {
+			dst.Set(k, v)
+		}
+	}
+}
+
 // InjectHTTP writes the trace context of ctx into the headers of an
 // outgoing HTTP request, when tracing is on.
 func InjectHTTP(ctx context.Context, h http.Header) {

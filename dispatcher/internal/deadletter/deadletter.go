@@ -201,6 +201,7 @@ func (r *replay) add(m jetstream.Msg, meta *jetstream.MsgMetadata) error {
 		Subject:  h.Get(consume.HeaderOriginalSubject),
 		Stream:   h.Get(consume.HeaderOriginalStream),
 		Sequence: seq,
+		Header:   h,
 	}
 	dlSeq := meta.Sequence.Stream
 	msgID := "replay:" + r.subID + ":" + strconv.FormatUint(dlSeq, 10)

@@ -17,6 +17,7 @@ import (
 	"github.com/jethook/jethook/shared/consume"
 	"github.com/jethook/jethook/shared/event"
 	"github.com/jethook/jethook/shared/natsx"
+	"github.com/jethook/jethook/shared/tracing"
 )
 
 const (
@@ -114,7 +115,8 @@ func TestReplayOnce(t *testing.T) {
 			h.Get(consume.HeaderOriginalStream) != natsx.StreamOrders ||
 			h.Get(consume.HeaderOriginalSequence) != strconv.FormatUint(orderSeqs[i], 10) ||
 			h.Get(consume.HeaderEventID) != evID || h.Get(redeliver.HeaderSource) != "replay" ||
-			h.Get(redeliver.HeaderJob) != "" || h.Get(jetstream.MsgIDHeader) == "" {
+			h.Get(redeliver.HeaderJob) != "" || h.Get(jetstream.MsgIDHeader) == "" ||
+			h.Get(tracing.HeaderTraceparent) != platformtest.Traceparent(evA[i]) {
 			t.Fatalf("redelivery %s: headers %v body %s", m.Subject, h, m.Data)
 		}
 	}

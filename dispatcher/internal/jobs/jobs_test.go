@@ -24,6 +24,7 @@ import (
 	"github.com/jethook/jethook/shared/natstest"
 	"github.com/jethook/jethook/shared/natsx"
 	"github.com/jethook/jethook/shared/testkit"
+	"github.com/jethook/jethook/shared/tracing"
 )
 
 type env struct {
@@ -146,7 +147,8 @@ func TestRecoverEnqueuesTheRangeOnce(t *testing.T) {
 			h.Get(consume.HeaderOriginalStream) != natsx.StreamOrders ||
 			h.Get(consume.HeaderOriginalSequence) != strconv.FormatUint(seqs[i], 10) ||
 			h.Get(consume.HeaderEventID) != in[i].ID || h.Get(redeliver.HeaderSource) != "recover" ||
-			h.Get(redeliver.HeaderJob) != j.ID || h.Get(jetstream.MsgIDHeader) != j.ID+":"+strconv.FormatUint(seqs[i], 10) {
+			h.Get(redeliver.HeaderJob) != j.ID || h.Get(jetstream.MsgIDHeader) != j.ID+":"+strconv.FormatUint(seqs[i], 10) ||
+			h.Get(tracing.HeaderTraceparent) != platformtest.Traceparent(in[i]) {
 			t.Fatalf("redelivery %d: %s %v", i, msg.Subject, h)
 		}
 	}

@@ -262,7 +262,7 @@ func (r *runner) add(m jetstream.Msg, meta *jetstream.MsgMetadata) error {
 	if id := attempt.BodyEventID(m.Data()); id != "" {
 		msgID := r.job.ID + ":" + fmt.Sprint(seq)
 		out := redeliver.Message(r.job.SubscriptionID, id, m.Data(),
-			redeliver.Origin{Subject: m.Subject(), Stream: natsx.StreamOrders, Sequence: seq},
+			redeliver.Origin{Subject: m.Subject(), Stream: natsx.StreamOrders, Sequence: seq, Header: m.Headers()},
 			attempt.SourceRecover, r.job.ID, msgID)
 		f, err := r.js.PublishMsgAsync(out, jetstream.WithExpectStream(natsx.StreamRedeliveries))
 		if err != nil {

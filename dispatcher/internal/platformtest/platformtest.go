@@ -5,6 +5,8 @@ package platformtest
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -21,6 +23,7 @@ import (
 	"github.com/jethook/jethook/shared/natstest"
 	"github.com/jethook/jethook/shared/natsx"
 	"github.com/jethook/jethook/shared/testkit"
+	"github.com/jethook/jethook/shared/tracing"
 )
 
 // Env is a nats-server with ORDERS, DEADLETTER and the platform's objects.
@@ -71,7 +74,8 @@ func (e *Env) Publish(tb testing.TB, events ...event.OrderPaid) []uint64 {
 			tb.Fatal(err)
 		}
 		ack, err := e.JS.PublishMsg(Ctx(tb), &nats.Msg{
-			Subject: event.Subject(ev.Data.OrderID), Data: body, Header: nats.Header{jetstream.MsgIDHeader: {ev.ID}},
+			Subject: event.Subject(ev.Data.OrderID), Data: body,
+			Header: nats.Header{jetstream.MsgIDHeader: {ev.ID}, tracing.HeaderTraceparent: {Traceparent(ev)}},
 		})
 		if err != nil {
 			tb.Fatal(err)
@@ -79,6 +83,13 @@ func (e *Env) Publish(tb testing.TB, events ...event.OrderPaid) []uint64 {
 		seqs[i] = ack.Sequence
 	}
 	return seqs
+}
+
+// Traceparent is the trace context Publish gives ev: one trace per event,
+// as the orders service starts it.
+func Traceparent(ev event.OrderPaid) string {
+	sum := sha256.Sum256([]byte(ev.ID))
+	return "00-" + hex.EncodeToString(sum[:16]) + "-" + hex.EncodeToString(sum[16:24]) + "-01"
 }
 
 // Events returns n fresh order.paid events.

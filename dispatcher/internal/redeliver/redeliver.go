@@ -8,6 +8,7 @@ import (
 
 	"github.com/jethook/jethook/shared/consume"
 	"github.com/jethook/jethook/shared/natsx"
+	"github.com/jethook/jethook/shared/tracing"
 )
 
 // Headers of a redelivery besides the consume.HeaderOriginal* ones, which
@@ -24,6 +25,9 @@ type Origin struct {
 	Subject  string // orders.paid.<order id>
 	Stream   string // ORDERS
 	Sequence uint64
+	// Header is the original's headers, or nil; the redelivery continues
+	// the trace they carry, so a replay shows in the order's own trace.
+	Header nats.Header
 }
 
 // Message builds the redelivery of the event body, with eventID, to
@@ -42,6 +46,7 @@ func Message(subID, eventID string, body []byte, from Origin, source, job, msgID
 		m.Header.Set(HeaderJob, job)
 	}
 	m.Header.Set(jetstream.MsgIDHeader, msgID)
+	tracing.CopyContext(m.Header, from.Header)
 	return m
 }
 
