@@ -17,8 +17,11 @@ const (
 	StreamDeadletter    = "DEADLETTER"
 	StreamNotifications = "NOTIFICATIONS"
 
-	ConsumerDispatcher = "dispatcher"
-	ConsumerEmail      = "notifier-email"
+	ConsumerEmail = "notifier-email"
+	// ConsumerLegacyDispatcher is the single consumer on ORDERS of the
+	// versions before subscriptions; sub_notifier's wh- consumer takes its
+	// place and its position.
+	ConsumerLegacyDispatcher = "dispatcher"
 
 	BucketOrders            = "orders"
 	BucketOrdersIdempotency = "orders_idempotency"
@@ -30,13 +33,6 @@ const (
 // server keeps every id of the window in memory (rate × window), so it is
 // short; the idempotency buckets are the long-term guarantee.
 const DuplicateWindow = 2 * time.Minute
-
-// PullExpiry bounds each pull request of a consumer's message iterator.
-// The client's default (30 s, heartbeats every 15 s) lets a pull stall for
-// up to 30 s when the consumer's leader moves to another node of a cluster;
-// at 5 s, with heartbeats every 2.5 s, a stalled pull is noticed and
-// replaced within about 5 s, for one small request per 5 s per consumer.
-const PullExpiry = jetstream.PullExpiry(5 * time.Second)
 
 // OrdersStream is the durable event log of paid orders.
 func OrdersStream(replicas int) jetstream.StreamConfig {

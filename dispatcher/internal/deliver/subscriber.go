@@ -235,17 +235,13 @@ func (s *subscriber) provision(ctx context.Context, resume uint64) (jetstream.Co
 		return nil, err
 	}
 	if legacy {
-		if err := s.f.js.DeleteConsumer(ctx, natsx.StreamOrders, legacyConsumer); err == nil {
+		if err := s.f.js.DeleteConsumer(ctx, natsx.StreamOrders, natsx.ConsumerLegacyDispatcher); err == nil {
 			s.log.Info("the dispatcher consumer of earlier versions is replaced", "consumer", cfg.Durable, "start_seq", resume)
 		}
 	}
 	s.ready.Store(true)
 	return cons, nil
 }
-
-// legacyConsumer is the single consumer of the versions before
-// subscriptions; sub_notifier takes its place.
-const legacyConsumer = "dispatcher"
 
 // startingPoint says where a missing consumer starts: a stream sequence, or
 // 0 for cfg's own start (which it may change to the start of the stream).
@@ -260,7 +256,7 @@ func (s *subscriber) startingPoint(ctx context.Context, cfg *jetstream.ConsumerC
 	if s.id != subscription.NotifierID {
 		return 0, false, nil
 	}
-	old, err := s.f.js.Consumer(ctx, natsx.StreamOrders, legacyConsumer)
+	old, err := s.f.js.Consumer(ctx, natsx.StreamOrders, natsx.ConsumerLegacyDispatcher)
 	if err == nil {
 		return old.CachedInfo().AckFloor.Stream + 1, true, nil
 	}

@@ -260,7 +260,7 @@ func TestEndToEndOneEmail(t *testing.T) {
 // TestRunProvisionsAgain: the email consumer, or the whole NOTIFICATIONS
 // stream, deleted while the service runs (an operator's mistake, a restore)
 // is created again, and emails flow without a restart. The worker notices at
-// once when its pull was waiting, and within a missed heartbeat (PullExpiry)
+// once when its pull was waiting, and within one pull's expiry
 // otherwise; the waits allow for the latter.
 func TestRunProvisionsAgain(t *testing.T) {
 	srv := natstest.RunServer(t)
