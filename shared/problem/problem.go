@@ -6,6 +6,8 @@ import (
 	"net/http"
 
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/jethook/jethook/shared/event"
 )
 
 // ContentType is the media type of every error body.
@@ -38,6 +40,22 @@ func Invalid(fields map[string]string) *Problem {
 	p := New(http.StatusUnprocessableEntity, "the request breaks the contract; see errors")
 	p.Errors = fields
 	return p
+}
+
+// FromDecode turns an error of the JSON decoders of package event into its
+// answer: 400 for what is not one well-formed JSON value, 422 with the
+// fields for what breaks the contract. Any other error is returned as it
+// is.
+func FromDecode(err error) error {
+	var se *event.SyntaxError
+	var ve *event.ValidationError
+	switch {
+	case errors.As(err, &se):
+		return New(http.StatusBadRequest, se.Error())
+	case errors.As(err, &ve):
+		return Invalid(ve.Fields)
+	}
+	return err
 }
 
 // ErrorHandler is the one place where errors become HTTP answers: a

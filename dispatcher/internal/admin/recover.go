@@ -54,7 +54,7 @@ func (h *handler) replay(c *fiber.Ctx) error {
 	}
 	raw, err := subscription.DecodeObjectWith(b, "event_ids")
 	if err != nil {
-		return decodeProblem(err)
+		return problem.FromDecode(err)
 	}
 	var eventIDs []string
 	if v, ok := raw["event_ids"]; ok {
@@ -102,7 +102,7 @@ func (h *handler) recoverRange(c *fiber.Ctx) error {
 	}
 	raw, err := subscription.DecodeObjectWith(b, "since", "until")
 	if err != nil {
-		return decodeProblem(err)
+		return problem.FromDecode(err)
 	}
 	errs := map[string]string{}
 	since, ok := decodeTime(raw, "since", true, errs)

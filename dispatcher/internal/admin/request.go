@@ -2,7 +2,6 @@ package admin
 
 import (
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"mime"
 	"net/http"
@@ -13,7 +12,6 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/jethook/jethook/dispatcher/internal/subscription"
-	"github.com/jethook/jethook/shared/event"
 	"github.com/jethook/jethook/shared/metrics"
 	"github.com/jethook/jethook/shared/problem"
 )
@@ -90,20 +88,6 @@ func body(c *fiber.Ctx, optional bool, types ...string) ([]byte, error) {
 		return nil, problem.New(http.StatusUnsupportedMediaType, "Content-Type must be "+strings.Join(types, " or ")+" (UTF-8)")
 	}
 	return b, nil
-}
-
-// decodeProblem turns the decoders' errors into answers: 400 for what is
-// not one well-formed JSON value, 422 with the fields otherwise.
-func decodeProblem(err error) error {
-	var se *event.SyntaxError
-	var ve *event.ValidationError
-	switch {
-	case errors.As(err, &se):
-		return problem.New(http.StatusBadRequest, se.Error())
-	case errors.As(err, &ve):
-		return problem.Invalid(ve.Fields)
-	}
-	return err
 }
 
 // query reads the query string: each parameter at most once, and only

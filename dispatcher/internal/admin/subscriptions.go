@@ -48,7 +48,7 @@ func (h *handler) create(c *fiber.Ctx) error {
 	}
 	f, err := subscription.DecodeCreate(b, h.URLs)
 	if err != nil {
-		return decodeProblem(err)
+		return problem.FromDecode(err)
 	}
 	ctx, cancel := h.ctx(c)
 	defer cancel()
@@ -129,7 +129,7 @@ func (h *handler) patch(c *fiber.Ctx) error {
 	}
 	f, err := subscription.DecodePatch(b, h.URLs)
 	if err != nil {
-		return decodeProblem(err)
+		return problem.FromDecode(err)
 	}
 	ctx, cancel := h.ctx(c)
 	defer cancel()
@@ -240,7 +240,7 @@ func optionalObject(c *fiber.Ctx, known ...string) (map[string]json.RawMessage, 
 	}
 	raw, err := subscription.DecodeObjectWith(b, known...)
 	if err != nil {
-		return nil, decodeProblem(err)
+		return nil, problem.FromDecode(err)
 	}
 	return raw, nil
 }

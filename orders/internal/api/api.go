@@ -13,7 +13,6 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/jethook/jethook/orders/internal/order"
-	"github.com/jethook/jethook/shared/event"
 	"github.com/jethook/jethook/shared/metrics"
 	"github.com/jethook/jethook/shared/problem"
 )
@@ -55,7 +54,7 @@ func (h *Handler) create(c *fiber.Ctx) error {
 	// limit, past BodyLimit (which counts the bytes on the wire).
 	req, err := order.ParseRequest(c.Request().Body())
 	if err != nil {
-		return decodeProblem(err)
+		return problem.FromDecode(err)
 	}
 	svc, err := h.service()
 	if err != nil {
@@ -123,18 +122,6 @@ func requireJSON(c *fiber.Ctx) error {
 		return problem.New(http.StatusUnsupportedMediaType, "Content-Type must be application/json")
 	}
 	return nil
-}
-
-func decodeProblem(err error) error {
-	var se *event.SyntaxError
-	var ve *event.ValidationError
-	switch {
-	case errors.As(err, &se):
-		return problem.New(http.StatusBadRequest, se.Error())
-	case errors.As(err, &ve):
-		return problem.Invalid(ve.Fields)
-	}
-	return err
 }
 
 func serviceProblem(err error) error {
