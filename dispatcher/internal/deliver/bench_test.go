@@ -4,12 +4,12 @@ import (
 	"context"
 	"net/http"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/jethook/jethook/dispatcher/internal/deliver"
+	"github.com/jethook/jethook/dispatcher/internal/subscription"
 	"github.com/jethook/jethook/shared/event"
 	"github.com/jethook/jethook/shared/natsx"
 	"github.com/jethook/jethook/shared/testkit"
@@ -17,68 +17,67 @@ import (
 
 // BenchmarkDrain measures how fast one subscription's backlog drains to a
 // receiver that answers at once: b.N events queued in ORDERS, then the
-// fleet started, timed until its consumer has nothing left. The embedded
-// nats-server runs in the same process, so the profile shows both.
+// fleet started, timed until its consumer has nothing left; alone, and
+// beside a subscription to the same events whose endpoint is down, which
+// takes its own retries meanwhile. The embedded nats-server runs in the
+// same process, so the profile shows both.
 func BenchmarkDrain(b *testing.B) {
-	rc := &receiver{respond: status(http.StatusNoContent)}
-	srv := startReceiver(&testing.T{}, rc)
-	defer srv.Close()
-	set := fastSettings(srv.URL, mustSecret(b))
-	set.Concurrency = 32
-	t := &testing.T{}
-	h := newHarness(t, set)
-	ctx := context.Background()
-	e := testkit.OrderPaid(b)
-	var futures []jetstream.PubAckFuture
-	for i := range b.N {
-		e.ID = "evt_bench_" + itoa(i)
-		body, _ := e.Marshal()
-		f, err := h.js.PublishAsync(event.Subject(e.Data.OrderID), body)
-		if err != nil {
-			b.Fatal(err)
-		}
-		futures = append(futures, f)
-		if len(futures) == 4096 {
-			<-h.js.PublishAsyncComplete()
-			futures = futures[:0]
-		}
-	}
-	<-h.js.PublishAsyncComplete()
-	b.ResetTimer()
-	start := time.Now()
-	h.start(t)
-	deadline := time.Now().Add(10 * time.Minute)
-	for {
-		c, err := h.js.Consumer(ctx, natsx.StreamOrders, natsx.SubscriptionConsumer(h.subID))
-		if err == nil {
-			if info, err := c.Info(ctx); err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
-				break
+	for _, tc := range []struct {
+		name string
+		down bool
+	}{{"alone", false}, {"beside a down endpoint", true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			rc := &receiver{respond: status(http.StatusNoContent)}
+			srv := startReceiver(&testing.T{}, rc)
+			defer srv.Close()
+			set := fastSettings(srv.URL, mustSecret(b))
+			set.Concurrency = 32
+			t := &testing.T{}
+			h := newHarness(t, set)
+			ctx := context.Background()
+			if tc.down {
+				url, types := "http://"+freeAddr(t)+"/down", []string{"order.paid"}
+				if _, _, err := h.reg.Create(ctx, subscription.Fields{URL: &url, EventTypes: &types}); err != nil {
+					b.Fatal(err)
+				}
 			}
-		}
-		if time.Now().After(deadline) {
-			b.Fatal("the backlog did not drain")
-		}
-		time.Sleep(10 * time.Millisecond)
+			e := testkit.OrderPaid(b)
+			for i := range b.N {
+				e.ID = "evt_bench_" + strconv.Itoa(i)
+				body, _ := e.Marshal()
+				if _, err := h.js.PublishAsync(event.Subject(e.Data.OrderID), body); err != nil {
+					b.Fatal(err)
+				}
+				if i%4096 == 4095 {
+					<-h.js.PublishAsyncComplete()
+				}
+			}
+			<-h.js.PublishAsyncComplete()
+			b.ResetTimer()
+			start := time.Now()
+			h.start(t)
+			deadline := time.Now().Add(10 * time.Minute)
+			for {
+				c, err := h.js.Consumer(ctx, natsx.StreamOrders, natsx.SubscriptionConsumer(h.subID))
+				if err == nil {
+					if info, err := c.Info(ctx); err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+						break
+					}
+				}
+				if time.Now().After(deadline) {
+					b.Fatal("the backlog did not drain")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+			h.stop(t)
+		})
 	}
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
-	h.stop(t)
-}
-
-func itoa(i int) string {
-	const digits = "0123456789"
-	if i == 0 {
-		return "0"
-	}
-	var b []byte
-	for ; i > 0; i /= 10 {
-		b = append([]byte{digits[i%10]}, b...)
-	}
-	return string(b)
 }
 
 // BenchmarkIsolation measures a healthy subscription's latency, from the
-// publish of an event to its webhook, alone and beside a subscription
+// publish of an event to its webhook, with no rate limit, alone and beside a subscription
 // whose endpoint answers after 5 s and one whose endpoint is down: the
 // p50 and p99 should not move. Each event is published after the last one
 // was delivered, so the figure is latency, not queueing.
@@ -103,7 +102,9 @@ func BenchmarkIsolation(b *testing.B) {
 			}}
 			hs := startReceiver(t, healthy)
 			defer hs.Close()
-			healthyID, _ := p.create(hs.URL, []string{"order.paid"}, nil)
+			// At the default 100/s, the loop would measure the rate limit.
+			unlimited := func(f *subscription.Fields) { r := subscription.MaxRateLimitPerS; f.RateLimitPerS = &r }
+			healthyID, _ := p.create(hs.URL, []string{"order.paid"}, unlimited)
 			if tc.neighbours {
 				slow := startReceiver(t, &receiver{respond: func(_ int, w http.ResponseWriter) {
 					time.Sleep(5 * time.Second)
