@@ -1,12 +1,17 @@
 package email
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,6 +70,103 @@ func TestSMTPSenderReusesConnections(t *testing.T) {
 	}
 	if n, m := mail.Sessions(), len(mail.Messages()); n != 2 || m != 4 {
 		t.Fatalf("%d connections and %d messages, want 2 and 4", n, m)
+	}
+}
+
+// TestSMTPSenderCommandsPerMessage: on a reused connection an email costs
+// MAIL, RCPT, DATA and the message, nothing more; a refused recipient
+// leaves its transaction open, and RSET closes it before the next email,
+// which the relay then accepts on the same connection.
+func TestSMTPSenderCommandsPerMessage(t *testing.T) {
+	mail := smtptest.Start(t)
+	var reject atomic.Bool
+	mail.RejectRecipients(func(string) bool { return reject.Load() })
+	addr, count := countCommands(t, mail.Addr)
+	s := newSender(t, addr, nil)
+	send := func() error { return s.Send(context.Background(), NewMessage(sampleEvent()), noCommit) }
+	for range 3 {
+		if err := send(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string]int{"EHLO": 1, "RSET": 0, "MAIL": 3, "RCPT": 3, "DATA": 3}
+	for verb, n := range want {
+		if got := count(verb); got != n {
+			t.Errorf("%s sent %d times for 3 emails on one connection, want %d", verb, got, n)
+		}
+	}
+
+	reject.Store(true)
+	var se *SendError
+	if err := send(); !errors.As(err, &se) || se.Stage != StageRcpt || se.Code != 550 {
+		t.Fatalf("send to a refused recipient: %v, want 550 at RCPT", err)
+	}
+	reject.Store(false)
+	if err := send(); err != nil {
+		t.Fatalf("send after a refused recipient: %v", err)
+	}
+	if got := count("RSET"); got != 1 {
+		t.Errorf("RSET sent %d times after one refused transaction, want 1", got)
+	}
+	if n, m := mail.Sessions(), len(mail.Messages()); n != 1 || m != 4 {
+		t.Errorf("%d connections and %d messages, want 1 and 4", n, m)
+	}
+}
+
+// countCommands starts a proxy to the relay at addr that counts the
+// commands its clients send, by verb, leaving out the message text.
+func countCommands(t *testing.T, addr string) (proxy string, count func(verb string) int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var mu sync.Mutex
+	counts := map[string]int{}
+	go func() {
+		for {
+			client, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			relay, err := net.Dial("tcp", addr)
+			if err != nil {
+				client.Close()
+				continue
+			}
+			t.Cleanup(func() { client.Close(); relay.Close() })
+			go func() { _, _ = io.Copy(client, relay) }()
+			go func() {
+				r := bufio.NewReader(client)
+				inData := false
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						relay.Close()
+						return
+					}
+					if inData {
+						inData = line != ".\r\n"
+					} else {
+						verb, _, _ := strings.Cut(strings.TrimSpace(line), " ")
+						verb = strings.ToUpper(verb)
+						mu.Lock()
+						counts[verb]++
+						mu.Unlock()
+						inData = verb == "DATA"
+					}
+					if _, err := io.WriteString(relay, line); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String(), func(verb string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return counts[verb]
 	}
 }
 
@@ -197,4 +299,25 @@ func TestLogSender(t *testing.T) {
 			t.Errorf("%s = %v, want %v", k, line[k], v)
 		}
 	}
+}
+
+// BenchmarkSMTPSender sends b.N emails from 16 goroutines over the pool to
+// an in-process relay that answers at once: the cost of an email's SMTP
+// conversation, both ends of it in this process.
+func BenchmarkSMTPSender(b *testing.B) {
+	t := &testing.T{}
+	mail := smtptest.Start(t)
+	defer mail.Close()
+	s := newSender(t, mail.Addr, func(c *SMTPConfig) { c.MaxConns = 16 })
+	m := NewMessage(sampleEvent())
+	b.SetParallelism(8) // 16 goroutines on 2 CPUs
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := s.Send(context.Background(), m, noCommit); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

@@ -58,13 +58,22 @@ const (
 
 // maxIdle is how long an unused connection is kept: relays drop idle
 // clients after a while (RFC 5321 asks them to wait at least 5 minutes,
-// many wait less), and a connection they dropped costs a failed RSET.
+// many wait less), and a connection they dropped costs a failed MAIL.
 const maxIdle = 30 * time.Second
 
 // SMTPSender delivers messages to one SMTP relay over a bounded pool of
-// reused connections. A connection taken from the pool is reset (RSET)
-// before its next message, which also proves that the relay still holds
-// it; one that fails is closed, and the next message dials afresh.
+// reused connections.
+//
+// A message accepted (250 after its final dot) ends its mail transaction
+// and leaves the connection as fresh as after EHLO (RFC 5321, 4.1.1.4), so
+// the next message starts with MAIL at once. A refused command leaves the
+// transaction open: that connection is reset (RSET) before its next
+// message. go-smtp's RSET also makes the next message say EHLO again, which
+// is why a clean connection gets neither: two of six round trips saved per
+// email. Whether the relay still holds a pooled connection shows at MAIL,
+// before any of the message is sent; when it does not (no reply, or 421),
+// the message goes out on a new connection, in the same attempt. A
+// connection that fails otherwise is closed.
 type SMTPSender struct {
 	cfg   SMTPConfig
 	tls   *tls.Config
@@ -80,6 +89,9 @@ type smtpConn struct {
 	client *smtp.Client
 	raw    net.Conn
 	used   time.Time
+	// open is set while a refused command has left a mail transaction
+	// open on the relay: RSET closes it before the next message.
+	open bool
 }
 
 // NewSMTPSender returns a sender for cfg.
@@ -136,10 +148,31 @@ func (s *SMTPSender) Send(ctx context.Context, m Message, commit Commit) error {
 	}
 	defer func() { <-s.slots }()
 
-	c, err := s.conn(ctx)
+	c, pooled, err := s.conn(ctx)
 	if err != nil {
 		return err
 	}
+	err = s.sendOn(ctx, c, m, commit)
+	if pooled && gone(err) && ctx.Err() == nil {
+		// The relay dropped the idle connection; MAIL was the first
+		// thing sent, so nothing of the message went out.
+		if c, err = s.dial(ctx); err != nil {
+			return err
+		}
+		err = s.sendOn(ctx, c, m, commit)
+	}
+	return err
+}
+
+// gone reports a MAIL that found the connection closed by the relay: no
+// reply at all, or 421, the relay closing it.
+func gone(err error) bool {
+	var se *SendError
+	return errors.As(err, &se) && se.Stage == StageMail && (se.Code == 0 || se.Code == 421)
+}
+
+// sendOn sends m on c, and then returns c to the pool or closes it.
+func (s *SMTPSender) sendOn(ctx context.Context, c *smtpConn, m Message, commit Commit) error {
 	// go-smtp takes no context; pulling the deadline in makes a pending
 	// read or write fail at once when the caller gives up, and the
 	// connection is not reused after that.
@@ -164,6 +197,7 @@ func (s *SMTPSender) Send(ctx context.Context, m Message, commit Commit) error {
 // transact sends m on c and reports whether c can carry another message:
 // after a refusal it can, after a broken conversation it cannot.
 func (s *SMTPSender) transact(ctx context.Context, c *smtpConn, m Message, commit Commit) (reuse bool, err error) {
+	c.open = true // until the relay answers the final dot
 	if err := c.client.Mail(s.cfg.From, nil); err != nil {
 		return refused(StageMail, err)
 	}
@@ -185,9 +219,12 @@ func (s *SMTPSender) transact(ctx context.Context, c *smtpConn, m Message, commi
 	resp, err := w.CloseWithResponse()
 	if err != nil {
 		se := sendError(StageDot, err)
-		// A refusal of the message leaves the connection usable.
+		// A refusal of the message ends its transaction as an acceptance
+		// does, and leaves the connection usable.
+		c.open = false
 		return se.Code != 0, se
 	}
+	c.open = false
 	noteAccepted(ctx, resp)
 	return true, nil
 }
@@ -200,25 +237,29 @@ func refused(stage string, err error) (bool, error) {
 	return se.Code != 0 && se.Code != 421, se
 }
 
-// conn returns a connection ready for a message: an idle one that the
-// relay still answers, or a new one.
-func (s *SMTPSender) conn(ctx context.Context) (*smtpConn, error) {
+// conn returns a connection ready for a message: an idle one from the
+// pool (pooled), reset if a refusal left its transaction open, or a new
+// one.
+func (s *SMTPSender) conn(ctx context.Context) (c *smtpConn, pooled bool, err error) {
 	for {
-		var c *smtpConn
 		select {
 		case c = <-s.idle:
 		default:
-			return s.dial(ctx)
+			c, err = s.dial(ctx)
+			return c, false, err
 		}
 		if time.Since(c.used) > maxIdle {
 			c.quit()
 			continue
 		}
-		if err := c.client.Reset(); err != nil {
-			_ = c.client.Close()
-			continue
+		if c.open {
+			if err := c.client.Reset(); err != nil {
+				_ = c.client.Close()
+				continue
+			}
+			c.open = false
 		}
-		return c, nil
+		return c, true, nil
 	}
 }
 
