@@ -27,7 +27,7 @@ type Commit func(ctx context.Context, wait time.Duration) error
 
 // Stages of an SMTP conversation, as a SendError names them.
 const (
-	StageConnect = "connect" // dial, greeting, EHLO, STARTTLS, AUTH, RSET
+	StageConnect = "connect" // dial, greeting, EHLO, STARTTLS, AUTH
 	StageMail    = "MAIL"
 	StageRcpt    = "RCPT"
 	StageData    = "DATA" // the DATA command and the message text

@@ -89,8 +89,9 @@ type smtpConn struct {
 	client *smtp.Client
 	raw    net.Conn
 	used   time.Time
-	// open is set while a refused command has left a mail transaction
-	// open on the relay: RSET closes it before the next message.
+	// open is set from MAIL until the relay answers the final dot: a
+	// connection put back while it is set (a command was refused) is reset
+	// with RSET before its next message.
 	open bool
 }
 
@@ -154,8 +155,8 @@ func (s *SMTPSender) Send(ctx context.Context, m Message, commit Commit) error {
 	}
 	err = s.sendOn(ctx, c, m, commit)
 	if pooled && gone(err) && ctx.Err() == nil {
-		// The relay dropped the idle connection; MAIL was the first
-		// thing sent, so nothing of the message went out.
+		// The relay closed the idle connection; nothing of the message
+		// was sent before its MAIL failed.
 		if c, err = s.dial(ctx); err != nil {
 			return err
 		}
@@ -165,10 +166,19 @@ func (s *SMTPSender) Send(ctx context.Context, m Message, commit Commit) error {
 }
 
 // gone reports a MAIL that found the connection closed by the relay: no
-// reply at all, or 421, the relay closing it.
+// reply at all, or 421, the relay closing it. A MAIL that timed out is not
+// one: the relay is slow, not gone, and a second connection would only
+// wait again.
 func gone(err error) bool {
 	var se *SendError
-	return errors.As(err, &se) && se.Stage == StageMail && (se.Code == 0 || se.Code == 421)
+	if !errors.As(err, &se) || se.Stage != StageMail {
+		return false
+	}
+	var ne net.Error
+	if se.Code == 0 && errors.As(err, &ne) && ne.Timeout() {
+		return false
+	}
+	return se.Code == 0 || se.Code == 421
 }
 
 // sendOn sends m on c, and then returns c to the pool or closes it.
@@ -220,9 +230,10 @@ func (s *SMTPSender) transact(ctx context.Context, c *smtpConn, m Message, commi
 	if err != nil {
 		se := sendError(StageDot, err)
 		// A refusal of the message ends its transaction as an acceptance
-		// does, and leaves the connection usable.
+		// does, and leaves the connection usable, except 421: the relay
+		// is closing it.
 		c.open = false
-		return se.Code != 0, se
+		return se.Code != 0 && se.Code != 421, se
 	}
 	c.open = false
 	noteAccepted(ctx, resp)
