@@ -45,6 +45,8 @@ type attemptView struct {
 	Response  string   `json:"response"`
 	StreamSeq struct{} `json:"stream_seq,omitzero"`
 	AckFloor  struct{} `json:"ack_floor,omitzero"`
+	// MessageSeq, too, is the dispatcher's own bookkeeping.
+	MessageSeq struct{} `json:"message_seq,omitzero"`
 }
 
 func viewAttempt(r attempt.Record) attemptView {

@@ -37,8 +37,9 @@ const MaxResponse = 1 << 10
 type Record struct {
 	SubscriptionID string `json:"subscription_id"`
 	EventID        string `json:"event_id"`
-	// Attempt counts the deliveries of the webhook from its source, 1
-	// for the first.
+	// Attempt counts the HTTP attempts of the webhook from its source, 1
+	// for the first. A delivery that was held (the subscription disabled,
+	// its breaker open, its rate limit) made none and is not counted.
 	Attempt    uint64    `json:"attempt"`
 	StartedAt  time.Time `json:"started_at"`
 	DurationMS int64     `json:"duration_ms"`
@@ -58,6 +59,10 @@ type Record struct {
 	// of replaying the stream.
 	StreamSeq uint64 `json:"stream_seq,omitempty"`
 	AckFloor  uint64 `json:"ack_floor,omitempty"`
+	// MessageSeq is the delivered message's sequence in the stream it
+	// came from (ORDERS, or REDELIVERIES for a replay or a recovery): the
+	// attempts that share it are one series, counted by Attempt.
+	MessageSeq uint64 `json:"message_seq,omitempty"`
 }
 
 // Log publishes attempt records. Publishing does not wait for the server:
@@ -107,6 +112,27 @@ func LastAckFloor(ctx context.Context, js jetstream.JetStream, subID string) (ui
 		return 0, nil
 	}
 	return r.AckFloor, nil
+}
+
+// Last returns the newest attempt of event eventID to subscription subID,
+// and false when there is none.
+func Last(ctx context.Context, js jetstream.JetStream, subID, eventID string) (Record, bool, error) {
+	s, err := js.Stream(ctx, natsx.StreamAttempts)
+	if err != nil {
+		return Record{}, false, err
+	}
+	m, err := s.GetLastMsgForSubject(ctx, natsx.AttemptSubject(subID, eventID))
+	if errIsNotFound(err) {
+		return Record{}, false, nil
+	}
+	if err != nil {
+		return Record{}, false, err
+	}
+	var r Record
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		return Record{}, false, nil // not a record: someone else's message
+	}
+	return r, true, nil
 }
 
 func errIsNotFound(err error) bool { return errors.Is(err, jetstream.ErrMsgNotFound) }

@@ -15,12 +15,13 @@ import (
 
 // result is what one delivery of one message came to.
 type result struct {
-	eventID  string
-	orderID  string
-	delivery uint64 // JetStream's NumDelivered, 1 for the first delivery
-	attempts uint64 // HTTP attempts made so far, this one included
-	status   int    // the receiver's HTTP status, 0 when none
-	err      error  // nil when the receiver answered 2xx
+	eventID string
+	orderID string
+	// attempts counts the HTTP attempts made so far, this one included:
+	// deliveries that were held are not among them.
+	attempts uint64
+	status   int   // the receiver's HTTP status, 0 when none
+	err      error // nil when the receiver answered 2xx
 	// attempted says an HTTP attempt was made: a body that is no event,
 	// or a delivery past MAX_DELIVER, posts nothing.
 	attempted bool
@@ -77,10 +78,10 @@ func decide(p policy, r result) consume.Decision {
 	case errors.As(r.err, &status) && refusedStatuses[status.Status]:
 		r.err = fmt.Errorf("%w: %w", errRefused, r.err)
 		return deadLettered(r, reasonRefused, attrs)
-	case r.delivery >= uint64(p.maxDeliver):
+	case r.attempts >= uint64(p.maxDeliver):
 		return deadLettered(r, reasonMaxDeliveries, attrs)
 	}
-	delay := backoff.Exponential(p.retryBase, p.retryMax, r.delivery)
+	delay := backoff.Exponential(p.retryBase, p.retryMax, max(r.attempts, 1))
 	if errors.As(r.err, &status) && status.HasRetryAfter &&
 		(status.Status == http.StatusTooManyRequests || status.Status == http.StatusServiceUnavailable) {
 		delay = min(max(delay, status.RetryAfter), p.retryMax)

@@ -24,7 +24,7 @@ func TestDecide(t *testing.T) {
 	tests := []struct {
 		name     string
 		err      error
-		delivery uint64
+		attempt  uint64
 		verdict  consume.Verdict
 		reason   string
 		min, max time.Duration // for a retry
@@ -59,9 +59,9 @@ func TestDecide(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			for range 20 { // the backoff is jittered: every draw must hold
-				got := decide(p, result{eventID: "evt_1", delivery: tt.delivery, attempts: tt.delivery, err: tt.err})
+				got := decide(p, result{eventID: "evt_1", attempts: tt.attempt, err: tt.err})
 				if got.Verdict != tt.verdict || got.Reason != tt.reason {
-					t.Fatalf("decide(%v, %d) = %v %q, want %v %q", tt.err, tt.delivery, got.Verdict, got.Reason, tt.verdict, tt.reason)
+					t.Fatalf("decide(%v, %d) = %v %q, want %v %q", tt.err, tt.attempt, got.Verdict, got.Reason, tt.verdict, tt.reason)
 				}
 				if got.Verdict == consume.VerdictRetry && (got.Delay < tt.min || got.Delay > tt.max) {
 					t.Fatalf("delay %s, want within [%s, %s]", got.Delay, tt.min, tt.max)
@@ -94,11 +94,11 @@ func TestRetrySpanWhateverTheReceiverAnswers(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var span time.Duration
-			for delivery := uint64(1); ; delivery++ {
-				d := decide(p, result{delivery: delivery, err: tc.err})
+			for attempt := uint64(1); ; attempt++ {
+				d := decide(p, result{attempts: attempt, err: tc.err})
 				if d.Verdict == consume.VerdictDeadLetter {
-					if delivery != 15 {
-						t.Fatalf("dead-lettered on delivery %d, want 15", delivery)
+					if attempt != 15 {
+						t.Fatalf("dead-lettered on attempt %d, want 15", attempt)
 					}
 					break
 				}

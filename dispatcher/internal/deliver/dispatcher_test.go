@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jethook/jethook/dispatcher/internal/attempt"
 	"github.com/jethook/jethook/dispatcher/internal/deliver"
 	"github.com/jethook/jethook/shared/consume"
 	"github.com/jethook/jethook/shared/event"
@@ -228,13 +230,19 @@ func TestDeadLetterWithoutAttempt(t *testing.T) {
 			wantErrPart: "not an event",
 		},
 		{
-			name: "earlier deliveries crashed",
+			name: "the attempts are used up",
 			prepare: func(t *testing.T, h *harness) (string, string, string) {
 				e, _ := h.publish(t)
-				// Each fetch without a settled outcome stands for a
-				// process that died mid-attempt; the plain Nak only
-				// hurries the redelivery along instead of waiting for
-				// AckWait.
+				// The attempt log says the last of the three attempts was
+				// made and failed; the deliveries without a settled
+				// outcome stand for its dead-letter copy failing (the
+				// plain Nak only hurries the redelivery along).
+				rec := attempt.Record{
+					SubscriptionID: h.subID, EventID: e.ID, Attempt: 3, Status: 500,
+					Outcome: attempt.OutcomeDeadLettered, Source: attempt.SourceEvent, MessageSeq: 1,
+				}
+				attempt.NewLog(h.js, slog.Default()).Add(rec)
+				<-h.js.PublishAsyncComplete()
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 				defer cancel()
 				// The consumer the fleet will find, as a dispatcher that

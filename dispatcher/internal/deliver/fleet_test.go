@@ -620,6 +620,58 @@ func TestRedelivery(t *testing.T) {
 	}
 }
 
+// TestHeldDeliveriesAreNotAttempts: replays of a disabled subscription
+// are held, delivery after delivery, far more often than MAX_DELIVER; none
+// of those deliveries posts, so none counts as an attempt, and once the
+// subscription is enabled again every replay is delivered, none
+// dead-lettered, and its first attempt is logged as attempt 1.
+func TestHeldDeliveriesAreNotAttempts(t *testing.T) {
+	t.Parallel()
+	p := newPlatform(t, func(s *deliver.Settings) { s.MaxDeliver = 2 })
+	rc := &receiver{respond: status(200)}
+	id, _ := p.create(startReceiver(t, rc).URL, []string{"order.paid"}, nil)
+	ctx := context.Background()
+	if _, _, err := p.reg.SetStatus(ctx, id, 0, subscription.StatusDisabled, subscription.ReasonManual); err != nil {
+		t.Fatal(err)
+	}
+	p.replica()
+	const replays = 3
+	for i := range replays {
+		e := testkit.OrderPaid(t)
+		body, _ := e.Marshal()
+		from := redeliver.Origin{Subject: event.Subject(e.Data.OrderID), Stream: natsx.StreamOrders, Sequence: uint64(100 + i)}
+		if _, err := p.js.PublishMsg(ctx, redeliver.Message(id, e.ID, body, from, attempt.SourceReplay, "", "test:"+e.ID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every replay held on at least four deliveries, twice MAX_DELIVER.
+	held := `"msg":"webhook held: the subscription is disabled"`
+	testkit.Eventually(t, 20*time.Second, "the replays held again and again", func() bool {
+		return strings.Count(p.logs.String(), held) >= replays*4
+	})
+	if len(rc.got()) != 0 {
+		t.Fatal("a disabled subscription got a webhook")
+	}
+	if _, _, err := p.reg.SetStatus(ctx, id, 0, subscription.StatusEnabled, ""); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 10*time.Second, "every replay delivered once enabled", func() bool { return len(rc.got()) == replays })
+	dl, err := p.js.Stream(ctx, natsx.StreamDeadletter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := dl.Info(ctx); err != nil || info.State.Msgs != 0 {
+		t.Fatalf("DEADLETTER holds %d messages (%v): a held delivery counted as an attempt", info.State.Msgs, err)
+	}
+	var recs []attempt.Record
+	testkit.Eventually(t, 5*time.Second, "the attempts logged", func() bool { recs = p.attempts(id); return len(recs) == replays })
+	for _, r := range recs {
+		if r.Attempt != 1 || r.Outcome != attempt.OutcomeDelivered {
+			t.Errorf("attempt record %+v, want attempt 1, delivered", r)
+		}
+	}
+}
+
 // TestSSRFRefusedAtDial: a subscription to a name that resolves to a
 // refused address fails at delivery, with the guard's clear error in the
 // attempt log.

@@ -329,23 +329,21 @@ func (s *subscriber) deliver(ctx context.Context, m *consume.Msg, source string)
 		return d
 	}
 
-	r := result{
-		orderID:  orderID(m),
-		delivery: m.Attempt(),
-		attempts: min(m.Attempt()-1, uint64(s.f.set.MaxDeliver)),
-	}
+	r := result{orderID: orderID(m)}
 	id, err := eventID(m.Data())
 	r.eventID = id
+	if err == nil {
+		r.attempts = s.priorAttempts(ctx, m, id, source)
+	}
 	var ans answer
 	start := time.Now()
 	switch {
 	case err != nil:
-		r.err = &PermanentError{Err: err}
-		r.attempts = 0 // no delivery of this body ever posts
-	case m.Attempt() > uint64(s.f.set.MaxDeliver):
-		r.err = fmt.Errorf("%w: delivery %d of an event allowed %d attempts; "+
-			"the earlier ones did not finish or their dead-letter copy failed",
-			ErrExhausted, m.Attempt(), s.f.set.MaxDeliver)
+		r.err = &PermanentError{Err: err} // no delivery of this body ever posts
+	case r.attempts >= uint64(s.f.set.MaxDeliver):
+		r.err = fmt.Errorf("%w: %d attempts of an event allowed %d were made; "+
+			"the last one did not finish or its dead-letter copy failed",
+			ErrExhausted, r.attempts, s.f.set.MaxDeliver)
 	default:
 		if err := s.limiter.Wait(ctx); err != nil {
 			d := consume.Retry("held", s.f.set.RetryBase, fmt.Errorf("rate limit: %w", err), attrs...)
@@ -367,6 +365,31 @@ func (s *subscriber) deliver(ctx context.Context, m *consume.Msg, source string)
 	return d
 }
 
+// priorAttempts returns how many HTTP attempts the earlier deliveries of
+// m made. JetStream's delivery count is not that: a delivery held by a
+// disabled subscription, an open breaker or the rate limit posts nothing,
+// yet counts, and counting it would dead-letter an event that was never
+// tried. The attempt log knows: its newest record of this event for this
+// subscription, when it is of this very message, carries the number of
+// the last attempt. No record means no attempt (or a record lost with a
+// NATS outage, which lets the event try once more); a log that cannot be
+// read leaves JetStream's count, an upper bound, in charge.
+func (s *subscriber) priorAttempts(ctx context.Context, m *consume.Msg, eventID, source string) uint64 {
+	if m.Attempt() <= 1 {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	rec, ok, err := attempt.Last(ctx, s.f.js, s.id, eventID)
+	switch {
+	case err != nil:
+		return min(m.Attempt()-1, uint64(s.f.set.MaxDeliver))
+	case !ok || rec.Source != source || rec.MessageSeq != m.Meta.Sequence.Stream:
+		return 0
+	}
+	return rec.Attempt
+}
+
 // orderID is the last token of the event's subject, orders.paid.<order id>,
 // on ORDERS or, for a redelivery, in its origin header.
 func orderID(m *consume.Msg) string {
@@ -380,7 +403,7 @@ func orderID(m *consume.Msg) string {
 // record logs the attempt in DELIVERY_ATTEMPTS.
 func (s *subscriber) record(m *consume.Msg, r result, ans answer, d consume.Decision, start time.Time, source string) {
 	rec := attempt.Record{
-		SubscriptionID: s.id, EventID: r.eventID, Attempt: r.delivery,
+		SubscriptionID: s.id, EventID: r.eventID, Attempt: r.attempts, MessageSeq: m.Meta.Sequence.Stream,
 		StartedAt: start.UTC(), DurationMS: time.Since(start).Milliseconds(),
 		Status: r.status, Response: ans.body, Source: source,
 	}
