@@ -30,10 +30,12 @@ func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 // RedactURL returns raw, one URL or a comma-separated list of them, with
 // every credential replaced by Mask: the password of a URL's user:password,
 // or its whole userinfo when that is a single word, which NATS (and many
-// HTTP APIs) take as a token. A value that does not parse as URLs, such as
-// one with a bad port, is masked from its first "://" (or its start) to its
-// last "@", so that nothing that could be a password survives; the user
-// name stays when it is plain.
+// HTTP APIs) take as a token, and the value of every query parameter,
+// where webhook receivers often take theirs (?token=…), names kept. A
+// value that does not parse as URLs, such as one with a bad port, is
+// masked from its first "://" (or its start) to its last "@", and after
+// its first "?", so that nothing that could be a password survives; the
+// user name stays when it is plain.
 func RedactURL(raw string) string {
 	parts := strings.Split(raw, ",")
 	for i, p := range parts {
@@ -54,19 +56,43 @@ func redactOne(raw string) (string, bool) {
 	if err != nil || u.Scheme == "" || u.Host == "" {
 		return "", false
 	}
-	if u.User == nil {
+	if u.User == nil && u.RawQuery == "" {
 		return raw, true
 	}
-	if _, hasPassword := u.User.Password(); hasPassword {
-		u.User = url.UserPassword(u.User.Username(), Mask)
-	} else {
-		u.User = url.User(Mask)
+	if u.User != nil {
+		if _, hasPassword := u.User.Password(); hasPassword {
+			u.User = url.UserPassword(u.User.Username(), Mask)
+		} else {
+			u.User = url.User(Mask)
+		}
 	}
+	u.RawQuery = maskQuery(u.RawQuery)
 	return u.String(), true
 }
 
-// redactLoose masks what may be userinfo in text that is not a URL list.
+// maskQuery masks the value of each parameter of a raw query, and a
+// parameter without a value (?s3cret) whole.
+func maskQuery(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	params := strings.Split(raw, "&")
+	for i, p := range params {
+		if name, _, ok := strings.Cut(p, "="); ok {
+			params[i] = name + "=" + Mask
+		} else if p != "" {
+			params[i] = Mask
+		}
+	}
+	return strings.Join(params, "&")
+}
+
+// redactLoose masks what may be userinfo or a query in text that is not a
+// URL list.
 func redactLoose(raw string) string {
+	if q := strings.IndexByte(raw, '?'); q >= 0 {
+		raw = raw[:q+1] + Mask
+	}
 	at := strings.LastIndex(raw, "@")
 	if at < 0 {
 		return raw

@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
 	"github.com/jethook/jethook/dispatcher/internal/attempt"
 	"github.com/jethook/jethook/dispatcher/internal/ssrf"
+	"github.com/jethook/jethook/shared/config"
 	"github.com/jethook/jethook/shared/tracing"
 	"github.com/jethook/jethook/shared/webhook"
 )
@@ -133,6 +135,12 @@ func post(ctx context.Context, client *http.Client, t target, id string, body []
 		// it would repeat the URL.
 		if re, ok := ssrf.Refused(err); ok {
 			return answer{}, re
+		}
+		// The error names the URL, and goes to logs, the attempt log and
+		// dead letters: a token in its query or userinfo must not.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			ue.URL = config.RedactURL(ue.URL)
 		}
 		return answer{}, err
 	}

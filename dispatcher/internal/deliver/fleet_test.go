@@ -672,6 +672,48 @@ func TestHeldDeliveriesAreNotAttempts(t *testing.T) {
 	}
 }
 
+// TestTokenInTheURLIsNeverShown: an endpoint that takes its token in the
+// query (or the userinfo) and cannot be reached fails with an error that
+// names the URL, in the logs, the attempt log and the dead letter: the
+// token is xxxxx in each.
+func TestTokenInTheURLIsNeverShown(t *testing.T) {
+	t.Parallel()
+	p := newPlatform(t, func(s *deliver.Settings) { s.MaxDeliver = 1 })
+	const token = "s3cr3t-t0ken"
+	url := "http://user:" + token + "@" + freeAddr(t) + "/in?token=" + token
+	id, _ := p.create(url, []string{"order.paid"}, nil)
+	p.replica()
+	p.waitConsumer(id)
+	p.publish("")
+	var recs []attempt.Record
+	testkit.Eventually(t, 10*time.Second, "the failed attempt logged", func() bool { recs = p.attempts(id); return len(recs) == 1 })
+	if !strings.Contains(recs[0].Error, "token=xxxxx") {
+		t.Errorf("attempt error %q, want the URL with its token masked", recs[0].Error)
+	}
+	ctx := context.Background()
+	var dead jetstream.RawStreamMsg
+	testkit.Eventually(t, 10*time.Second, "the dead letter", func() bool {
+		dl, err := p.js.Stream(ctx, natsx.StreamDeadletter)
+		if err != nil {
+			return false
+		}
+		m, err := dl.GetLastMsgForSubject(ctx, "deadletter."+id+".>")
+		if err == nil {
+			dead = *m
+		}
+		return err == nil
+	})
+	shown := map[string]string{"logs": p.logs.String(), "attempt error": recs[0].Error}
+	for name, values := range dead.Header {
+		shown["dead letter header "+name] = strings.Join(values, " ")
+	}
+	for where, text := range shown {
+		if strings.Contains(text, token) {
+			t.Errorf("the token is shown in the %s: %s", where, text)
+		}
+	}
+}
+
 // TestSSRFRefusedAtDial: a subscription to a name that resolves to a
 // refused address fails at delivery, with the guard's clear error in the
 // attempt log.
