@@ -55,15 +55,14 @@ type JobProgress interface {
 	Delivered(jobID string)
 }
 
-// maxAckPending is a consumer's MaxAckPending. It is large on purpose: an
-// event waiting out a NakWithDelay counts as ack-pending on the server, so
-// a limit near the concurrency would let a handful of failing events
-// (after a receiver outage, every event of the outage) stop all new
-// deliveries until their delays expire. The runtime still pulls only as
-// many events as it has free workers, so this does not widen what one
-// process holds; it only bounds how many events may wait out a retry at
-// once.
-const maxAckPending = 10_000
+// maxAckPending is a consumer's MaxAckPending: none (-1). An event
+// waiting out a NakWithDelay counts as ack-pending on the server, so any
+// limit is a number of failing events (a receiver that fails some of
+// them for hours, every event of an outage) past which all new
+// deliveries stop until their delays expire. The runtime pulls only as
+// many events as it has free workers, so no limit here does not widen
+// what one process holds.
+const maxAckPending = -1
 
 // Fleet delivers every subscription's events: it watches the registry and
 // runs, on the shared consumer runtime, one consumer on ORDERS per

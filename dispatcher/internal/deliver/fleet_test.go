@@ -620,6 +620,28 @@ func TestRedelivery(t *testing.T) {
 	}
 }
 
+// TestNoAckPendingLimit: events waiting out a retry count as ack pending
+// on the server, so neither a subscription's consumer nor the redeliver
+// consumer limits them; with a limit (it was 10,000), that many failing
+// events would stop every new delivery until their delays expired.
+func TestNoAckPendingLimit(t *testing.T) {
+	t.Parallel()
+	p := newPlatform(t, nil)
+	id, _ := p.create(startReceiver(t, &receiver{respond: status(200)}).URL, []string{"order.paid"}, nil)
+	p.replica()
+	p.waitConsumer(id)
+	if info := p.consumer(id); info == nil || info.Config.MaxAckPending != -1 {
+		t.Fatalf("the subscription's consumer: %+v, want MaxAckPending -1 (none)", info)
+	}
+	c, err := p.js.Consumer(context.Background(), natsx.StreamRedeliveries, natsx.ConsumerRedeliver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := c.CachedInfo().Config.MaxAckPending; n != -1 {
+		t.Fatalf("the redeliver consumer's MaxAckPending is %d, want -1 (none)", n)
+	}
+}
+
 // TestHeldDeliveriesAreNotAttempts: replays of a disabled subscription
 // are held, delivery after delivery, far more often than MAX_DELIVER; none
 // of those deliveries posts, so none counts as an attempt, and once the

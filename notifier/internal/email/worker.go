@@ -28,13 +28,13 @@ const (
 	HeaderSMTPStage = "Jethook-Smtp-Stage"
 )
 
-// maxAckPending is the consumer's MaxAckPending. A message waiting out its
-// NakWithDelay counts as ack pending until it is redelivered: with a low
-// limit, emails the relay refuses for a while would fill it and keep every
-// new message from being delivered at all. The runtime pulls only as many
-// messages as it has workers, so this only bounds how many may wait for a
-// retry at once.
-const maxAckPending = 10_000
+// maxAckPending is the consumer's MaxAckPending: none (-1). A message
+// waiting out its NakWithDelay counts as ack pending until it is
+// redelivered, so any limit is a number of emails in retry (greylisted by
+// the relay, say, for the two hours of their attempts) past which every
+// new email would wait too. The runtime pulls only as many messages as it
+// has free workers, so no limit here lets a process take on more.
+const maxAckPending = -1
 
 // ConsumerConfig is the durable pull consumer the worker reads subject
 // from. The server never gives up on a message (MaxDeliver -1): an email

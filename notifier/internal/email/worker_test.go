@@ -736,3 +736,23 @@ func TestOwnLostClaimTakenOverAtOnce(t *testing.T) {
 	f.publish(ev, ev.ID)
 	eventually(t, 10*time.Second, "the email, well before the lost claim's lease", func() bool { return len(f.smtp.Messages()) == 1 })
 }
+
+// TestNoAckPendingLimit: emails waiting out a retry count as ack pending on
+// the server, so the consumer has no limit on them; with one (it was
+// 10,000), that many greylisted emails would hold back every new one.
+func TestNoAckPendingLimit(t *testing.T) {
+	srv := natstest.RunServer(t)
+	_, js := natstest.Connect(t, srv.URL())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := natsx.Provision(ctx, js, []jetstream.StreamConfig{natsx.NotificationsStream(1)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := consume.EnsureConsumer(ctx, js, natsx.StreamNotifications, ConsumerConfig(receive.Subject, testTimings()), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := cons.CachedInfo().Config.MaxAckPending; n != -1 {
+		t.Fatalf("the email consumer's MaxAckPending is %d, want -1 (none)", n)
+	}
+}
