@@ -152,6 +152,13 @@ type Result struct {
 	RetryAfterEarly   []string
 	// Forwarded counts the webhooks the proxy handed to each notifier.
 	Forwarded []int64
+	// OvercountedAttempts names the events whose attempt log counts more
+	// attempts than the webhooks the proxy got for them: a held delivery
+	// (breaker open, rate limit) counted as an attempt, which would spend
+	// MAX_DELIVER without a request. AttemptLogError says why the log
+	// could not be read, when it could not.
+	OvercountedAttempts []string
+	AttemptLogError     string
 	// Crashes lists processes that exited without being told to.
 	Crashes []string
 	// Notes are observations that are not failures by themselves, such as
@@ -192,6 +199,9 @@ func (r Result) Failures() []string {
 		len(r.UnexplainedDeadLetters), deadLetterIDs(r.UnexplainedDeadLetters))
 	add(len(r.RetryAfterEarly) > 0, "%d webhooks came back sooner than the Retry-After they were given: %s",
 		len(r.RetryAfterEarly), ids(r.RetryAfterEarly))
+	add(len(r.OvercountedAttempts) > 0, "%d events have more attempts in the attempt log than webhooks the receiver got: %s",
+		len(r.OvercountedAttempts), ids(r.OvercountedAttempts))
+	add(r.AttemptLogError != "", "the attempt log could not be read: %s", r.AttemptLogError)
 	for _, c := range r.Crashes {
 		f = append(f, "crash: "+c)
 	}

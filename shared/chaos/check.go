@@ -302,6 +302,20 @@ func (h *harness) count(ctx context.Context, orders []placed) {
 	for i := range h.proxy.forwarded {
 		r.Forwarded = append(r.Forwarded, h.proxy.forwarded[i].Load())
 	}
+	// Every attempt the log counts is a request the proxy got: a dispatcher
+	// killed mid-request may leave one uncounted, never one counted twice.
+	highest, err := h.highestAttempts(ctx)
+	if err != nil {
+		r.AttemptLogError = err.Error()
+		return
+	}
+	for id, n := range highest {
+		if got := h.proxy.receivedOf(id); n > uint64(got) {
+			r.OvercountedAttempts = append(r.OvercountedAttempts, id)
+			h.log.printf("event %s: attempt %d in the attempt log, %d webhooks at the receiver", id, n, got)
+		}
+	}
+	slices.Sort(r.OvercountedAttempts)
 }
 
 // orderKnown asks the orders service whether it has the order.

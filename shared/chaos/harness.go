@@ -128,9 +128,11 @@ type harness struct {
 	dispatchers, notifiers []*proc
 	// byTarget finds the process a fault hits.
 	byTarget map[string]*proc
-	// baseURLs are the services' HTTP addresses, for their readiness.
-	baseURLs  []string
-	ordersURL string
+	// baseURLs are the services' HTTP addresses, for their readiness;
+	// dispatcherURLs the dispatchers', for the admin API.
+	baseURLs       []string
+	dispatcherURLs []string
+	ordersURL      string
 
 	// slowGuard keeps notifier stops and slow-relay windows apart while
 	// they run, as the plan keeps them apart on paper (see exclusive): a
@@ -278,7 +280,7 @@ func (h *harness) setup(ctx context.Context) error {
 	for i := range replicas {
 		d, err := newP(fmt.Sprintf("dispatcher-%d", i+1), "dispatcher", env(dispatcherSettings, map[string]string{
 			"DISPATCHER_ADDR": dispAddrs[i], "NOTIFICATION_WEBHOOK_URL": proxyURL,
-			"ADMIN_TOKEN": "chaos-admin-token-0123456789abcdef012", "SECRETS_KEY": "Y2hhb3Mgc2VjcmV0cyBrZXkgZm9yIHRlc3RzIG9ubHk=",
+			"ADMIN_TOKEN": adminToken, "SECRETS_KEY": "Y2hhb3Mgc2VjcmV0cyBrZXkgZm9yIHRlc3RzIG9ubHk=",
 			"ALLOWED_NETWORKS": "127.0.0.0/8",
 		}))
 		if err != nil {
@@ -292,6 +294,7 @@ func (h *harness) setup(ctx context.Context) error {
 		}
 		h.dispatchers, h.notifiers = append(h.dispatchers, d), append(h.notifiers, n)
 		h.baseURLs = append(h.baseURLs, "http://"+dispAddrs[i], "http://"+notifierAddrs[i])
+		h.dispatcherURLs = append(h.dispatcherURLs, "http://"+dispAddrs[i])
 	}
 	h.byTarget = map[string]*proc{}
 	for _, p := range h.procs() {
@@ -539,6 +542,18 @@ func (h *harness) injectOne(ctx context.Context, start, end time.Time, f Fault) 
 		injected("the mail server refuses every recipient @%s with 550 for %.2fs", refusableDomain, f.For.Seconds())
 		wait()
 		h.mail.RejectRecipients(nil)
+		h.log.printf("fault %s over", f.Kind)
+	case AdminThrottle:
+		prev, err := h.setRateLimit(ctx, throttledRate)
+		if err != nil {
+			h.log.printf("fault %s not injected: %v", f.Kind, err)
+			return
+		}
+		injected("sub_notifier's rate_limit_per_s is %d (was %d) for %.2fs", throttledRate, prev, f.For.Seconds())
+		wait()
+		if _, err := h.setRateLimit(context.WithoutCancel(ctx), prev); err != nil {
+			h.log.printf("fault %s: rate_limit_per_s not restored: %v", f.Kind, err)
+		}
 		h.log.printf("fault %s over", f.Kind)
 	case SMTPSlow:
 		if !h.slowGuard.TryLock() {

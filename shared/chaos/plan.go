@@ -35,6 +35,10 @@ const (
 	SMTPStall       Kind = "smtp:stall"
 	SMTPReject      Kind = "smtp:reject"
 	SMTPSlow        Kind = "smtp:slow"
+	// AdminThrottle lowers sub_notifier's rate_limit_per_s through the
+	// admin API for a while: its deliveries are held, again and again,
+	// and must spend no attempt.
+	AdminThrottle Kind = "admin:throttle"
 )
 
 // The targets of faults: faults on the same target never overlap. A
@@ -48,6 +52,7 @@ const (
 	targetNATS        = "nats-server"
 	targetWebhook     = "webhook"
 	targetSMTP        = "smtp"
+	targetAdmin       = "admin"
 )
 
 // slowDotLatency is how long the relay takes to answer the final "." of
@@ -87,6 +92,7 @@ var kindSpecs = map[Kind]kindSpec{
 	SMTPStall:       {targetSMTP, time.Second, 4 * time.Second, time.Second},
 	SMTPReject:      {targetSMTP, 2 * time.Second, 5 * time.Second, time.Second},
 	SMTPSlow:        {targetSMTP, 2 * time.Second, 6 * time.Second, slowDotLatency + time.Second},
+	AdminThrottle:   {targetAdmin, 2 * time.Second, 5 * time.Second, 2 * time.Second},
 }
 
 // AllKinds lists every kind of fault, in the order reports show them.
@@ -95,6 +101,7 @@ var AllKinds = []Kind{
 	TermOrders, TermDispatcher1, TermDispatcher2, TermNotifier1, TermNotifier2,
 	Webhook500, Webhook503, Webhook429, WebhookHang,
 	SMTPRefuse, SMTPStall, SMTPReject, SMTPSlow,
+	AdminThrottle,
 }
 
 // stopsNotifier reports whether k kills or stops a notifier replica.

@@ -13,8 +13,8 @@ func TestPlan(t *testing.T) {
 		want int // faults planned
 	}{
 		{"default two minutes", Config{Seed: 1, Duration: 2 * time.Minute}, 42},
-		{"short run", shortConfig(), 17},
-		{"crowded two minutes", Config{Seed: 1, Duration: 2 * time.Minute, Faults: 120}, 109},
+		{"short run", shortConfig(), 18},
+		{"crowded two minutes", Config{Seed: 1, Duration: 2 * time.Minute, Faults: 120}, 112},
 		{"fewer faults than kinds", Config{Seed: 3, Duration: time.Minute, Faults: 4}, 4},
 		{"one kind", Config{Seed: 4, Duration: time.Minute, Faults: 3, Kinds: []Kind{KillNATS}}, 3},
 	}

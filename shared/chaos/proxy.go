@@ -61,6 +61,9 @@ type proxy struct {
 	notBefore map[string]time.Time
 	asked     int
 	earlyIDs  []string
+	// received counts, per webhook-id, the requests that reached the
+	// proxy, answered or not.
+	received map[string]int
 }
 
 // startProxy listens on 127.0.0.1 and forwards to targets, full URLs.
@@ -74,6 +77,7 @@ func startProxy(targets ...string) (*proxy, string, error) {
 		forwarded: make([]atomic.Int64, len(targets)),
 		client:    &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}},
 		notBefore: map[string]time.Time{},
+		received:  map[string]int{},
 	}
 	p.srv = &http.Server{Handler: http.HandlerFunc(p.serve), ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = p.srv.Serve(ln) }()
@@ -100,12 +104,20 @@ func (p *proxy) retryAfterStats() (asked int, early []string) {
 func (p *proxy) arrived(id string, at time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.received[id]++
 	if nb, ok := p.notBefore[id]; ok {
 		delete(p.notBefore, id)
 		if at.Before(nb) {
 			p.earlyIDs = append(p.earlyIDs, id)
 		}
 	}
+}
+
+// receivedOf returns how many requests for webhook id reached the proxy.
+func (p *proxy) receivedOf(id string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.received[id]
 }
 
 // askRetryAfter answers w with status and Retry-After d, and remembers
