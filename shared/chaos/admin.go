@@ -112,9 +112,16 @@ func (c cancelOnClose) Close() error {
 	return err
 }
 
-// highestAttempts reads sub_notifier's attempt log and returns, per event
-// id, the highest attempt number recorded.
-func (h *harness) highestAttempts(ctx context.Context) (map[string]uint64, error) {
+// attemptsOf is what sub_notifier's attempt log says of one event.
+type attemptsOf struct {
+	// highest is the highest attempt number recorded; unanswered counts
+	// the attempts recorded without an HTTP status (a timeout, a refused
+	// connection), which may never have reached the receiver.
+	highest, unanswered uint64
+}
+
+// readAttempts reads sub_notifier's attempt log, per event id.
+func (h *harness) readAttempts(ctx context.Context) (map[string]attemptsOf, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	cons, err := h.js.OrderedConsumer(ctx, natsx.StreamAttempts, jetstream.OrderedConsumerConfig{
@@ -127,7 +134,7 @@ func (h *harness) highestAttempts(ctx context.Context) (map[string]uint64, error
 	if err != nil {
 		return nil, err
 	}
-	highest := map[string]uint64{}
+	byEvent := map[string]attemptsOf{}
 	for left := info.NumPending; left > 0; {
 		batch, err := cons.Fetch(int(min(left, 1000)), jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
@@ -139,9 +146,15 @@ func (h *harness) highestAttempts(ctx context.Context) (map[string]uint64, error
 			var rec struct {
 				EventID string `json:"event_id"`
 				Attempt uint64 `json:"attempt"`
+				Status  int    `json:"status"`
 			}
 			if json.Unmarshal(m.Data(), &rec) == nil {
-				highest[rec.EventID] = max(highest[rec.EventID], rec.Attempt)
+				a := byEvent[rec.EventID]
+				a.highest = max(a.highest, rec.Attempt)
+				if rec.Status == 0 {
+					a.unanswered++
+				}
+				byEvent[rec.EventID] = a
 			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
@@ -152,5 +165,5 @@ func (h *harness) highestAttempts(ctx context.Context) (map[string]uint64, error
 		}
 		left -= uint64(got)
 	}
-	return highest, nil
+	return byEvent, nil
 }

@@ -153,7 +153,8 @@ type Result struct {
 	// Forwarded counts the webhooks the proxy handed to each notifier.
 	Forwarded []int64
 	// OvercountedAttempts names the events whose attempt log counts more
-	// attempts than the webhooks the proxy got for them: a held delivery
+	// attempts than the webhooks the proxy got for them and the attempts
+	// recorded without an answer: a held delivery
 	// (breaker open, rate limit) counted as an attempt, which would spend
 	// MAX_DELIVER without a request. AttemptLogError says why the log
 	// could not be read, when it could not.

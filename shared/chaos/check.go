@@ -302,17 +302,20 @@ func (h *harness) count(ctx context.Context, orders []placed) {
 	for i := range h.proxy.forwarded {
 		r.Forwarded = append(r.Forwarded, h.proxy.forwarded[i].Load())
 	}
-	// Every attempt the log counts is a request the proxy got: a dispatcher
-	// killed mid-request may leave one uncounted, never one counted twice.
-	highest, err := h.highestAttempts(ctx)
+	// Every attempt the log counts is a request the proxy got, or one it
+	// recorded without an answer (which may have failed before reaching
+	// the proxy): a dispatcher killed mid-request may leave an attempt
+	// uncounted, and nothing may count one that made no request.
+	attempts, err := h.readAttempts(ctx)
 	if err != nil {
 		r.AttemptLogError = err.Error()
 		return
 	}
-	for id, n := range highest {
-		if got := h.proxy.receivedOf(id); n > uint64(got) {
+	for id, a := range attempts {
+		if got := h.proxy.receivedOf(id); a.highest > uint64(got)+a.unanswered {
 			r.OvercountedAttempts = append(r.OvercountedAttempts, id)
-			h.log.printf("event %s: attempt %d in the attempt log, %d webhooks at the receiver", id, n, got)
+			h.log.printf("event %s: attempt %d in the attempt log, %d webhooks at the receiver, %d attempts without an answer",
+				id, a.highest, got, a.unanswered)
 		}
 	}
 	slices.Sort(r.OvercountedAttempts)
