@@ -162,6 +162,12 @@ func Load(getenv func(string) string) (Config, error) {
 	if rest.Err() == nil && cfg.BreakerCooloffMax < cfg.BreakerCooloff {
 		orderErr = errors.Join(orderErr, fmt.Errorf("invalid BREAKER_COOLOFF_MAX=%s: must be at least BREAKER_COOLOFF (%s)", cfg.BreakerCooloffMax, cfg.BreakerCooloff))
 	}
+	// MAX_DELIVER counts the attempts in the attempt log: an attempt's
+	// record must outlive the wait for the next one, or the count starts
+	// over and the retries never end.
+	if rest.Err() == nil && retry.Err() == nil && cfg.AttemptLogMaxAge < 2*cfg.RetryMax {
+		orderErr = errors.Join(orderErr, fmt.Errorf("invalid ATTEMPT_LOG_MAX_AGE=%s: must be at least twice RETRY_MAX (%s), since MAX_DELIVER counts the attempts it keeps", cfg.AttemptLogMaxAge, cfg.RetryMax))
+	}
 
 	var adminErrs []error
 	cfg.AdminToken, adminErrs = adminToken(getenv)

@@ -124,6 +124,7 @@ func TestLoadInvalid(t *testing.T) {
 		{"retry base too large", map[string]string{"RETRY_BASE": "2h", "RETRY_MAX": "3h"}, "RETRY_BASE"},
 		{"retry max not a duration", map[string]string{"RETRY_MAX": "forever"}, "RETRY_MAX"},
 		{"retry max below base", map[string]string{"RETRY_BASE": "2s", "RETRY_MAX": "1s"}, "RETRY_MAX"},
+		{"attempt log shorter than two retry waits", map[string]string{"RETRY_MAX": "1h", "ATTEMPT_LOG_MAX_AGE": "90m"}, "ATTEMPT_LOG_MAX_AGE"},
 		{"max deliver zero", map[string]string{"MAX_DELIVER": "0"}, "MAX_DELIVER"},
 		{"max deliver too large", map[string]string{"MAX_DELIVER": "1001"}, "MAX_DELIVER"},
 		{"max deliver not a number", map[string]string{"MAX_DELIVER": "ten"}, "MAX_DELIVER"},
