@@ -31,13 +31,22 @@ const notifierSubscription = "sub_notifier"
 
 // setRateLimit sets sub_notifier's rate_limit_per_s through the admin API
 // of whichever dispatcher answers (one may be down for a fault of its
-// own), and returns the value it replaced. It tries for up to 15 s.
+// own), and returns the value it replaced: the one its first successful
+// read saw, since a patch whose answer was lost may still have been
+// applied, and a later read would see the new value. It tries for up to
+// 15 s.
 func (h *harness) setRateLimit(ctx context.Context, rate int) (prev int, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
+	prev = -1
 	for {
 		for _, base := range h.dispatcherURLs {
-			if prev, err = patchRateLimit(ctx, base, rate); err == nil {
+			var seen int
+			seen, err = patchRateLimit(ctx, base, rate)
+			if prev < 0 && seen > 0 {
+				prev = seen
+			}
+			if err == nil {
 				return prev, nil
 			}
 		}
@@ -48,7 +57,8 @@ func (h *harness) setRateLimit(ctx context.Context, rate int) (prev int, err err
 }
 
 // patchRateLimit reads sub_notifier from one dispatcher and patches its
-// rate_limit_per_s, guarded by the ETag it read.
+// rate_limit_per_s, guarded by the ETag it read. It returns the value it
+// read, 0 when the read failed, also when the patch then fails.
 func patchRateLimit(ctx context.Context, base string, rate int) (int, error) {
 	url := base + "/v1/subscriptions/" + notifierSubscription
 	get, err := adminRequest(ctx, http.MethodGet, url, "", nil)
@@ -68,11 +78,11 @@ func patchRateLimit(ctx context.Context, base string, rate int) (int, error) {
 	body := []byte(`{"rate_limit_per_s":` + strconv.Itoa(rate) + `}`)
 	patch, err := adminRequest(ctx, http.MethodPatch, url, get.Header.Get("ETag"), body)
 	if err != nil {
-		return 0, err
+		return sub.RateLimitPerS, err
 	}
 	patch.Body.Close()
 	if patch.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("PATCH %s: %s", url, patch.Status)
+		return sub.RateLimitPerS, fmt.Errorf("PATCH %s: %s", url, patch.Status)
 	}
 	return sub.RateLimitPerS, nil
 }

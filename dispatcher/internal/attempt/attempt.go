@@ -6,11 +6,13 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jethook/jethook/dispatcher/internal/history"
 	"github.com/jethook/jethook/shared/natsx"
 )
 
@@ -71,6 +73,8 @@ type Record struct {
 type Log struct {
 	js  jetstream.JetStream
 	log *slog.Logger
+	// streamHandle caches DELIVERY_ATTEMPTS for Last.
+	streamHandle atomic.Pointer[jetstream.Stream]
 }
 
 // NewLog returns a Log publishing on js.
@@ -114,10 +118,16 @@ func LastAckFloor(ctx context.Context, js jetstream.JetStream, subID string) (ui
 	return r.AckFloor, nil
 }
 
-// Last returns the newest attempt of event eventID to subscription subID,
-// and false when there is none.
-func Last(ctx context.Context, js jetstream.JetStream, subID, eventID string) (Record, bool, error) {
-	s, err := js.Stream(ctx, natsx.StreamAttempts)
+// Last returns the newest attempt of event eventID to subscription subID
+// that match accepts, and false when there is none. The newest record of
+// the event usually is the one: only when it is not (two series of the
+// event run at once, say a recovery beside the subscription's own
+// retries) are older ones read, at most maxScan pages of them.
+func (l *Log) Last(ctx context.Context, subID, eventID string, match func(Record) bool) (Record, bool, error) {
+	if l == nil {
+		return Record{}, false, nil
+	}
+	s, err := l.stream(ctx)
 	if err != nil {
 		return Record{}, false, err
 	}
@@ -126,13 +136,55 @@ func Last(ctx context.Context, js jetstream.JetStream, subID, eventID string) (R
 		return Record{}, false, nil
 	}
 	if err != nil {
+		l.streamHandle.Store(nil) // found again on the next call
 		return Record{}, false, err
 	}
 	var r Record
-	if err := json.Unmarshal(m.Data, &r); err != nil {
-		return Record{}, false, nil // not a record: someone else's message
+	if json.Unmarshal(m.Data, &r) == nil && match(r) {
+		return r, true, nil
 	}
-	return r, true, nil
+	q := Query{SubscriptionID: subID, EventID: eventID, Limit: 1, Before: m.Sequence}
+	for range maxScan {
+		var found Record
+		p, err := history.Newest(ctx, s, history.Query{
+			Filter: q.Filter(), Before: q.Before, Limit: 1,
+			Keep: func(m *jetstream.RawStreamMsg) bool {
+				var r Record
+				if json.Unmarshal(m.Data, &r) != nil || !match(r) {
+					return false
+				}
+				found = r
+				return true
+			},
+		})
+		if err != nil {
+			return Record{}, false, err
+		}
+		if len(p.Msgs) > 0 {
+			return found, true, nil
+		}
+		if p.Next == 0 {
+			return Record{}, false, nil
+		}
+		q.Before = p.Next
+	}
+	return Record{}, false, nil
+}
+
+// maxScan bounds the pages Last reads past the newest record.
+const maxScan = 16
+
+// stream returns DELIVERY_ATTEMPTS, looked up once.
+func (l *Log) stream(ctx context.Context) (jetstream.Stream, error) {
+	if s := l.streamHandle.Load(); s != nil {
+		return *s, nil
+	}
+	s, err := l.js.Stream(ctx, natsx.StreamAttempts)
+	if err != nil {
+		return nil, err
+	}
+	l.streamHandle.Store(&s)
+	return s, nil
 }
 
 func errIsNotFound(err error) bool { return errors.Is(err, jetstream.ErrMsgNotFound) }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"net/url"
 	"strings"
 	"time"
 
@@ -165,8 +164,10 @@ func Load(getenv func(string) string) (Config, error) {
 	// MAX_DELIVER counts the attempts in the attempt log: an attempt's
 	// record must outlive the wait for the next one, or the count starts
 	// over and the retries never end.
-	if rest.Err() == nil && retry.Err() == nil && cfg.AttemptLogMaxAge < 2*cfg.RetryMax {
-		orderErr = errors.Join(orderErr, fmt.Errorf("invalid ATTEMPT_LOG_MAX_AGE=%s: must be at least twice RETRY_MAX (%s), since MAX_DELIVER counts the attempts it keeps", cfg.AttemptLogMaxAge, cfg.RetryMax))
+	// A breaker's pause, too, lies between two attempts.
+	if rest.Err() == nil && retry.Err() == nil && cfg.AttemptLogMaxAge < 2*max(cfg.RetryMax, cfg.BreakerCooloffMax) {
+		orderErr = errors.Join(orderErr, fmt.Errorf("invalid ATTEMPT_LOG_MAX_AGE=%s: must be at least twice RETRY_MAX (%s) and BREAKER_COOLOFF_MAX (%s), since MAX_DELIVER counts the attempts it keeps",
+			cfg.AttemptLogMaxAge, cfg.RetryMax, cfg.BreakerCooloffMax))
 	}
 
 	var adminErrs []error
@@ -268,10 +269,7 @@ func checkWebhookURL(raw string, nets []netip.Prefix) error {
 	if err == nil {
 		return nil
 	}
-	shown := raw
-	if u, perr := url.Parse(raw); perr == nil {
-		shown = u.Redacted()
-	}
+	shown := sharedconfig.RedactURL(raw)
 	if _, ok := ssrf.Refused(err); ok {
 		return fmt.Errorf("invalid NOTIFICATION_WEBHOOK_URL=%q: %v; add its range to ALLOWED_NETWORKS", shown, err)
 	}

@@ -125,6 +125,7 @@ func TestLoadInvalid(t *testing.T) {
 		{"retry max not a duration", map[string]string{"RETRY_MAX": "forever"}, "RETRY_MAX"},
 		{"retry max below base", map[string]string{"RETRY_BASE": "2s", "RETRY_MAX": "1s"}, "RETRY_MAX"},
 		{"attempt log shorter than two retry waits", map[string]string{"RETRY_MAX": "1h", "ATTEMPT_LOG_MAX_AGE": "90m"}, "ATTEMPT_LOG_MAX_AGE"},
+		{"attempt log shorter than two breaker pauses", map[string]string{"RETRY_MAX": "1h", "ATTEMPT_LOG_MAX_AGE": "3h", "BREAKER_COOLOFF_MAX": "24h"}, "ATTEMPT_LOG_MAX_AGE"},
 		{"max deliver zero", map[string]string{"MAX_DELIVER": "0"}, "MAX_DELIVER"},
 		{"max deliver too large", map[string]string{"MAX_DELIVER": "1001"}, "MAX_DELIVER"},
 		{"max deliver not a number", map[string]string{"MAX_DELIVER": "ten"}, "MAX_DELIVER"},
@@ -149,6 +150,7 @@ func TestLoadInvalid(t *testing.T) {
 		{"webhook url refused", map[string]string{"ALLOWED_NETWORKS": ""}, "NOTIFICATION_WEBHOOK_URL"},
 		{"webhook url metadata address", map[string]string{"NOTIFICATION_WEBHOOK_URL": "http://169.254.169.254/latest"}, "NOTIFICATION_WEBHOOK_URL"},
 		{"webhook url with password", map[string]string{"NOTIFICATION_WEBHOOK_URL": "https://u:hunter2@hooks.example.com/in"}, "NOTIFICATION_WEBHOOK_URL"},
+		{"refused webhook url with a token in its query", map[string]string{"NOTIFICATION_WEBHOOK_URL": "http://169.254.169.254/hook?token=hunter2"}, "NOTIFICATION_WEBHOOK_URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -126,6 +126,12 @@ func post(ctx context.Context, client *http.Client, t target, id string, body []
 
 	resp, err := client.Do(req)
 	if err != nil {
+		// The error names the URL, and goes to logs, the attempt log and
+		// dead letters: a token in its query or userinfo must not.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			ue.URL = config.RedactURL(ue.URL)
+		}
 		// The runtime cancels in-flight work at the end of the shutdown
 		// grace; a message timeout is a deadline, and a failure.
 		if errors.Is(ctx.Err(), context.Canceled) {
@@ -135,12 +141,6 @@ func post(ctx context.Context, client *http.Client, t target, id string, body []
 		// it would repeat the URL.
 		if re, ok := ssrf.Refused(err); ok {
 			return answer{}, re
-		}
-		// The error names the URL, and goes to logs, the attempt log and
-		// dead letters: a token in its query or userinfo must not.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			ue.URL = config.RedactURL(ue.URL)
 		}
 		return answer{}, err
 	}

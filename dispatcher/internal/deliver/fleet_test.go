@@ -642,6 +642,37 @@ func TestNoAckPendingLimit(t *testing.T) {
 	}
 }
 
+// TestTwoSeriesOfOneEventEachCountTheirOwn: an event retried by its
+// subscription's consumer and, at the same time, by a recovery through
+// REDELIVERIES makes MAX_DELIVER attempts in each series and is
+// dead-lettered by each, however their attempt records interleave.
+func TestTwoSeriesOfOneEventEachCountTheirOwn(t *testing.T) {
+	t.Parallel()
+	p := newPlatform(t, func(s *deliver.Settings) { s.MaxDeliver = 3 })
+	rc := &receiver{respond: status(500)}
+	id, _ := p.create(startReceiver(t, rc).URL, []string{"order.paid"}, nil)
+	p.replica()
+	p.waitConsumer(id)
+	e, body := p.publish("")
+	ctx := context.Background()
+	from := redeliver.Origin{Subject: event.Subject(e.Data.OrderID), Stream: natsx.StreamOrders, Sequence: 1}
+	if _, err := p.js.PublishMsg(ctx, redeliver.Message(id, e.ID, body, from, attempt.SourceRecover, "", "test:"+e.ID)); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 20*time.Second, "a dead letter from each series", func() bool {
+		dl, err := p.js.Stream(ctx, natsx.StreamDeadletter)
+		if err != nil {
+			return false
+		}
+		info, err := dl.Info(ctx)
+		return err == nil && info.State.Msgs == 2
+	})
+	time.Sleep(500 * time.Millisecond) // a retry that should not be, would come within it
+	if n := len(rc.got()); n != 6 {
+		t.Fatalf("%d requests for two series of MAX_DELIVER=3, want 6", n)
+	}
+}
+
 // TestHeldDeliveriesAreNotAttempts: replays of a disabled subscription
 // are held, delivery after delivery, far more often than MAX_DELIVER; none
 // of those deliveries posts, so none counts as an attempt, and once the

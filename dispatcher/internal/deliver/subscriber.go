@@ -333,6 +333,11 @@ func (s *subscriber) deliver(ctx context.Context, m *consume.Msg, source string)
 	id, err := eventID(m.Data())
 	r.eventID = id
 	if err == nil {
+		if err := s.limiter.Wait(ctx); err != nil {
+			d := consume.Retry("held", s.f.set.RetryBase, fmt.Errorf("rate limit: %w", err), attrs...)
+			d.Message = "webhook held by the subscription's rate limit"
+			return d
+		}
 		r.attempts = s.priorAttempts(ctx, m, id, source)
 	}
 	var ans answer
@@ -345,11 +350,6 @@ func (s *subscriber) deliver(ctx context.Context, m *consume.Msg, source string)
 			"the last one did not finish or its dead-letter copy failed",
 			ErrExhausted, r.attempts, s.f.set.MaxDeliver)
 	default:
-		if err := s.limiter.Wait(ctx); err != nil {
-			d := consume.Retry("held", s.f.set.RetryBase, fmt.Errorf("rate limit: %w", err), attrs...)
-			d.Message = "webhook held by the subscription's rate limit"
-			return d
-		}
 		start = time.Now()
 		r.attempts++
 		r.attempted = true
@@ -369,22 +369,29 @@ func (s *subscriber) deliver(ctx context.Context, m *consume.Msg, source string)
 // m made. JetStream's delivery count is not that: a delivery held by a
 // disabled subscription, an open breaker or the rate limit posts nothing,
 // yet counts, and counting it would dead-letter an event that was never
-// tried. The attempt log knows: its newest record of this event for this
-// subscription, when it is of this very message, carries the number of
-// the last attempt. No record means no attempt (or a record lost with a
-// NATS outage, which lets the event try once more); a log that cannot be
-// read leaves JetStream's count, an upper bound, in charge.
+// tried. The attempt log knows: its newest record of this very message
+// (its source and its sequence there; the same event may be in another
+// series at once, a recovery beside the subscription's own retries)
+// carries the number of the last attempt. No record means no attempt, or
+// a record lost with a NATS outage, which lets the event try once more. A
+// log that cannot be read counts none either: the attempt is made, and
+// the count goes on from the log once it answers again; counting
+// JetStream's deliveries instead would dead-letter an event held before.
 func (s *subscriber) priorAttempts(ctx context.Context, m *consume.Msg, eventID, source string) uint64 {
 	if m.Attempt() <= 1 {
 		return 0
 	}
 	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
-	rec, ok, err := attempt.Last(ctx, s.f.js, s.id, eventID)
-	switch {
-	case err != nil:
-		return min(m.Attempt()-1, uint64(s.f.set.MaxDeliver))
-	case !ok || rec.Source != source || rec.MessageSeq != m.Meta.Sequence.Stream:
+	seq := m.Meta.Sequence.Stream
+	rec, ok, err := s.f.attempts.Last(ctx, s.id, eventID, func(r attempt.Record) bool {
+		return r.Source == source && r.MessageSeq == seq
+	})
+	if err != nil {
+		s.log.Warn("attempt log unreadable: this attempt is counted from none", "event_id", eventID, "error", err.Error())
+		return 0
+	}
+	if !ok {
 		return 0
 	}
 	return rec.Attempt
