@@ -506,8 +506,14 @@ func TestSurvivesNATSRestart(t *testing.T) {
 	h.publish(t)
 	eventually(t, 5*time.Second, "the first event to be delivered", func() bool { return len(rc.got()) == 1 })
 
+	// IsConnected alone can still be true of the old connection before the
+	// client has seen it die, and a publish then is lost with it: wait
+	// for the reconnect itself.
+	before := h.nc.Stats().Reconnects
 	h.srv.Restart(t)
-	eventually(t, 5*time.Second, "the test client to reconnect", h.nc.IsConnected)
+	eventually(t, 5*time.Second, "the test client to reconnect", func() bool {
+		return h.nc.Stats().Reconnects > before && h.nc.IsConnected()
+	})
 	e, body := h.publish(t)
 	eventually(t, 10*time.Second, "the second event to be delivered after the restart", func() bool {
 		return len(rc.got()) == 2 && h.consumerIdle(t)
