@@ -135,14 +135,19 @@ type Common struct {
 	NATS
 	StreamReplicas int
 	LogFormat      string
+	// GOGCSet says the operator chose the garbage collector's percentage
+	// (GOGC, which the Go runtime reads itself); otherwise the service
+	// tunes it (service.TuneGC).
+	GOGCSet bool
 }
 
 // LoadCommon reads the NATS connection settings (see LoadNATS),
-// STREAM_REPLICAS and LOG_FORMAT.
+// STREAM_REPLICAS, LOG_FORMAT and whether GOGC is set.
 func (e *Env) LoadCommon() Common {
 	return Common{
 		NATS:           e.LoadNATS(),
 		StreamReplicas: e.Int("STREAM_REPLICAS", 1, 1, 5),
 		LogFormat:      e.OneOf("LOG_FORMAT", "json", "json", "text"),
+		GOGCSet:        e.String("GOGC", "") != "",
 	}
 }

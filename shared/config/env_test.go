@@ -19,6 +19,29 @@ func TestNATSURLList(t *testing.T) {
 	}
 }
 
+func TestGOGCSet(t *testing.T) {
+	for _, tt := range []struct {
+		name, gogc string
+		want       bool
+	}{
+		{"unset: the service tunes the collector", "", false},
+		{"a percentage is the operator's", "200", true},
+		{"off is the operator's too", "off", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := New(func(k string) string {
+				if k == "GOGC" {
+					return tt.gogc
+				}
+				return ""
+			})
+			if c := e.LoadCommon(); c.GOGCSet != tt.want || e.Err() != nil {
+				t.Fatalf("GOGC=%q: GOGCSet = %v (%v), want %v", tt.gogc, c.GOGCSet, e.Err(), tt.want)
+			}
+		})
+	}
+}
+
 func TestEnv(t *testing.T) {
 	tests := []struct {
 		name    string

@@ -97,7 +97,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	logger.Info("dispatching to", "webhook_url", sharedconfig.RedactURL(cfg.WebhookURL), "version", deliver.Version)
 	// The fleet provisions every stream and bucket of delivery and of the
 	// platform (deliver.Fleet.Provision) before it delivers.
-	return service.Run(ctx, logger, conn, app, fleet.Run, provisionSubscriptions(subs, cfg, logger), recovery.Run)
+	return service.Run(ctx, logger, conn, app, service.TuneGC(cfg.GOGCSet), fleet.Run, provisionSubscriptions(subs, cfg, logger), recovery.Run)
 }
 
 // pingConns bounds the connections kept open for pings, which are rare.

@@ -119,7 +119,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 	})
 	logger.Info("email delivery", "smtp_addr", cfg.SMTPAddr, "smtp_tls", cfg.SMTPTLS,
 		"smtp_auth", cfg.SMTPUsername != "", "concurrency", cfg.EmailConcurrency)
-	return service.Run(ctx, logger, conn, app, runner.Run)
+	return service.Run(ctx, logger, conn, app, service.TuneGC(cfg.GOGCSet), runner.Run)
 }
 
 // sender picks SMTP when a relay is configured and the log otherwise.

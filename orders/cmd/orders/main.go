@@ -87,7 +87,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		}
 		return err
 	}
-	return service.Run(ctx, logger, conn, app, provisioning)
+	return service.Run(ctx, logger, conn, app, service.TuneGC(cfg.GOGCSet), provisioning)
 }
 
 func provision(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, cfg config.Config, logger *slog.Logger, m *api.Metrics) (*order.Service, error) {
