@@ -187,3 +187,54 @@ func BenchmarkMarshal(b *testing.B) {
 		}
 	}
 }
+
+// The bodies the pipeline makes take the fast path; the rest still decode,
+// the long way, to the same event.
+func TestDecodePlain(t *testing.T) {
+	body := golden(t)
+	e, ok := decodePlain(body)
+	if !ok {
+		t.Fatalf("the golden body did not take the fast path")
+	}
+	if want, err := decodeFull(body); err != nil || e != want {
+		t.Fatalf("fast path %+v, full decoder %+v, %v", e, want, err)
+	}
+	remarshalled, err := e.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := decodePlain(remarshalled); !ok {
+		t.Fatalf("Marshal's body %s did not take the fast path", remarshalled)
+	}
+	escaped := bytes.Replace(body, []byte(`"Book"`), []byte(`"B\u006fok"`), 1)
+	if _, ok := decodePlain(escaped); ok {
+		t.Fatalf("a body with an escape took the fast path")
+	}
+	if got, err := Decode(escaped); err != nil || got != e {
+		t.Fatalf("Decode(%s) = %+v, %v, want %+v", escaped, got, err, e)
+	}
+}
+
+func TestPlainID(t *testing.T) {
+	tests := []struct {
+		name, body, want string
+		ok               bool
+	}{
+		{"an order.paid event", string(golden(t)), "evt_0193a5b2-7c1e-7d3a-9f00-1b2c3d4e5f60", true},
+		{"a ping, with data of every kind", `{"id":"evt_1","type":"webhook.test","data":{"a":[1,-2.5e+3,true,false,null,{"b":[]}]}}`, "evt_1", true},
+		{"an escape in the id is for the full decoder", `{"id":"evt\u005f1"}`, "", false},
+		{"a key encoding/json also matches", `{"ID":"a","id":"b"}`, "", false},
+		{"no id", `{"type":"order.paid"}`, "", false},
+		{"not an object", `["id"]`, "", false},
+		{"broken JSON", `{"id":"a","b":[1,]}`, "", false},
+		{"data after the object", `{"id":"a"} x`, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := PlainID([]byte(tt.body))
+			if got != tt.want || ok != tt.ok {
+				t.Fatalf("PlainID(%s) = %q, %v, want %q, %v", tt.body, got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}

@@ -12,10 +12,13 @@ import (
 	"io"
 	"maps"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/google/uuid"
 )
 
 func refDecode(body []byte) (OrderPaid, error) {
@@ -163,6 +166,26 @@ func seeds(tb testing.TB) [][]byte {
 		strings.Replace(valid, `2026-11-28T10:00:00Z`, `2026-11-28T10:00:00+01:00`, 1),
 		strings.Replace(valid, `"currency":"USD"`, `"currency":"USD","coupon":{"k":[1,{"k":2}]}`, 1),
 		`{"a":` + strings.Repeat(`[`, 10001) + strings.Repeat(`]`, 10001) + `}`,
+		// Near the plain shape that decodePlain takes.
+		" \n{ \"data\" :\t" + valid[strings.Index(valid, `{"order_id"`):len(valid)-1] + " , \"timestamp\":\"2026-11-28T10:00:00Z\",\"type\":\"order.paid\",\"id\":" + valid[6:strings.Index(valid, `,"type"`)] + "}\r\n",
+		strings.Replace(valid, `"quantity":2`, `"quantity":02`, 1),
+		strings.Replace(valid, `"quantity":2`, `"quantity":-0`, 1),
+		strings.Replace(valid, `"quantity":2`, `"quantity":2e0`, 1),
+		strings.Replace(valid, `"quantity":2`, `"quantity":"2"`, 1),
+		strings.Replace(valid, `"amount_minor":2100`, `"amount_minor":9999999999999999999`, 1),
+		strings.Replace(valid, `"amount_minor":2100`, `"amount_minor":210000000000000000`, 1),
+		strings.Replace(valid, `"currency":"USD"`, `"currency":"USD","currency":"EUR"`, 1),
+		strings.Replace(valid, `"currency":"USD"`, `"currency":"\u0055SD"`, 1),
+		strings.Replace(valid, `"type":"order.paid"`, `"Type":"order.paid"`, 1),
+		strings.Replace(valid, `"type":"order.paid"`, `"type":"order.paid","type":"order.paid"`, 1),
+		strings.Replace(valid, `"product_name":"Book"`, "\"product_name\":\"B\xc3\xa4\x7fk\"", 1),
+		strings.Replace(valid, `"product_name":"Book"`, "\"product_name\":\"B\tk\"", 1),
+		strings.Replace(valid, `"data":{`, `"data":{"order_id":null,`, 1),
+		strings.Replace(valid, `"data":{`, `"data" {`, 1),
+		strings.Replace(valid, `,"data"`, `,,"data"`, 1),
+		strings.Replace(valid, `}}`, `,}}`, 1),
+		strings.ToUpper(valid),
+		valid[:len(valid)-1],
 	}
 	out := make([][]byte, len(bodies))
 	for i, b := range bodies {
@@ -230,6 +253,65 @@ func FuzzMarshalMatchesEncodingJSON(f *testing.F) {
 		want, wantErr := json.Marshal(e)
 		if (gotErr == nil) != (wantErr == nil) || !bytes.Equal(got, want) {
 			t.Fatalf("Marshal(%+v) = %s, %v\nencoding/json  %s, %v", e, got, gotErr, want, wantErr)
+		}
+	})
+}
+
+// The checks of ids as they were, through a regular expression and the
+// UUID parser, held to the hand-written ones.
+var refIDPattern = regexp.MustCompile(`^evt_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+
+func refValidOrderID(id string) bool {
+	if len(id) != 36 {
+		return false
+	}
+	u, err := uuid.Parse(id)
+	return err == nil && u.String() == id
+}
+
+func FuzzValidIDsMatchReference(f *testing.F) {
+	for _, id := range []string{
+		"evt_0193a5b2-7c1e-7d3a-9f00-1b2c3d4e5f60", "0193a5b2-7c1e-7d3a-9f00-1b2c3d4e5f60", "0193A5B2-7C1E-7D3A-9F00-1B2C3D4E5F60",
+		"{0193a5b2-7c1e-7d3a-9f00-1b2c3d4e5f6}", "urn:uuid:0193a5b2-7c1e-7d3a-9f00-1b2c3d4e5f60", "0193a5b27c1e7d3a9f001b2c3d4e5f60",
+		"0193a5b2-7c1e-7d3a-9f00-1b2c3d4e5f6g", "0193a5b2_7c1e-7d3a-9f00-1b2c3d4e5f60", "evt_", "", "evt_0193a5b2-7c1e-7d3a-9f00-1b2c3d4e5f60\n",
+	} {
+		f.Add(id)
+	}
+	f.Fuzz(func(t *testing.T, id string) {
+		if got, want := ValidEventID(id), refIDPattern.MatchString(id); got != want {
+			t.Fatalf("ValidEventID(%q) = %v, reference %v", id, got, want)
+		}
+		if got, want := ValidOrderID(id), refValidOrderID(id); got != want {
+			t.Fatalf("ValidOrderID(%q) = %v, reference %v", id, got, want)
+		}
+	})
+}
+
+// FuzzPlainIDMatchesUnmarshal holds PlainID to encoding/json: whatever it
+// accepts, Unmarshal reads as the same id.
+func FuzzPlainIDMatchesUnmarshal(f *testing.F) {
+	for _, b := range seeds(f) {
+		f.Add(b)
+	}
+	for _, b := range []string{
+		`{"id":"evt_1","type":"webhook.test","data":{"a":[1,-2.5e+3,true,false,null,{"b":[]}],"c":{}}}`,
+		`{"ID":"x","id":"y"}`, `{"iD":"x"}`, `{"id":"x","id":"y"}`, `{"ıd":"x"}`, `{"id":"x","a":01}`, `{"id":"x","a":1.}`,
+		`{"id":"x","a":-}`, `{"id":"x","a":1e}`, `{"id":"x","a":[1,]}`, `{"id":"x","a":tru}`, `{"id":"x","a":nulls}`,
+		`{"id":"x"`, `{"a":1}`, `{"id":5}`, `{"id":"a\"b"}`, `[{"id":"x"}]`, `{"id":"x"} {}`,
+		`{"id":"x","a":` + strings.Repeat(`[`, 40) + strings.Repeat(`]`, 40) + `}`,
+	} {
+		f.Add([]byte(b))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		id, ok := PlainID(body)
+		if !ok {
+			return
+		}
+		var head struct {
+			ID string `json:"id"`
+		}
+		if err := json.Unmarshal(body, &head); err != nil || head.ID != id {
+			t.Fatalf("PlainID(%q) = %q, but encoding/json reads %q, %v", body, id, head.ID, err)
 		}
 	})
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/jethook/jethook/dispatcher/internal/attempt"
 	"github.com/jethook/jethook/dispatcher/internal/ssrf"
 	"github.com/jethook/jethook/shared/config"
+	"github.com/jethook/jethook/shared/event"
 	"github.com/jethook/jethook/shared/tracing"
 	"github.com/jethook/jethook/shared/webhook"
 )
@@ -79,7 +80,11 @@ func eventID(body []byte) (string, error) {
 	var head struct {
 		ID string `json:"id"`
 	}
-	if err := json.Unmarshal(body, &head); err != nil {
+	// A body as the services write it is read in one pass; any other
+	// the long way, with encoding/json's verdict.
+	if id, ok := event.PlainID(body); ok {
+		head.ID = id
+	} else if err := json.Unmarshal(body, &head); err != nil {
 		return "", fmt.Errorf("body is not an event: %w", err)
 	}
 	switch {
