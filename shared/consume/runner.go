@@ -162,12 +162,24 @@ func (r *Runner) Run(ctx context.Context) error {
 	// pulling, while in-flight work gets the grace period.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
-	defer r.finish(cancelWork)
 
+	// One goroutine per slot handles message after message: a goroutine
+	// per message would grow a fresh stack for each, a few percent of
+	// the process's CPU. A slot is free while its worker waits on jobs.
 	slots := make(chan struct{}, r.cfg.Concurrency)
+	jobs := make(chan jetstream.Msg)
+	defer close(jobs)
 	for range r.cfg.Concurrency {
 		slots <- struct{}{}
+		go func() {
+			for msg := range jobs {
+				r.handle(work, msg)
+				r.inflight.Done()
+				release(slots, 1)
+			}
+		}()
 	}
+	defer r.finish(cancelWork)
 	var resume uint64
 	for {
 		var cons jetstream.Consumer
@@ -184,7 +196,7 @@ func (r *Runner) Run(ctx context.Context) error {
 		}
 		r.log.Info("consuming", "stream", r.cfg.Stream, "concurrency", r.cfg.Concurrency)
 
-		err = r.pull(ctx, work, cons, slots)
+		err = r.pull(ctx, cons, slots, jobs)
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -227,8 +239,8 @@ func (r *Runner) finish(cancelWork context.CancelFunc) {
 }
 
 // pull fetches as many messages as there are free workers and hands each
-// to one, until ctx ends or a fetch fails.
-func (r *Runner) pull(ctx, work context.Context, cons jetstream.Consumer, slots chan struct{}) error {
+// to one through jobs, until ctx ends or a fetch fails.
+func (r *Runner) pull(ctx context.Context, cons jetstream.Consumer, slots chan struct{}, jobs chan<- jetstream.Msg) error {
 	floorCtx, stopFloor := context.WithCancel(ctx)
 	defer stopFloor()
 	go r.followAckFloor(floorCtx, cons)
@@ -249,11 +261,7 @@ func (r *Runner) pull(ctx, work context.Context, cons jetstream.Consumer, slots 
 		for msg := range batch.Messages() {
 			got++
 			r.inflight.Add(1)
-			go func() {
-				defer r.inflight.Done()
-				defer release(slots, 1)
-				r.handle(work, msg)
-			}()
+			jobs <- msg
 		}
 		cancel()
 		release(slots, n-got)
@@ -381,22 +389,32 @@ func (r *Runner) call(ctx context.Context, m *Msg) (d Decision) {
 	return r.cfg.Handle(ctx, m)
 }
 
-// heartbeat marks m in progress every Heartbeat until stop is called.
+// heartbeat marks m in progress every Heartbeat until stop is called;
+// none goes out once stop has returned. A timer, not a goroutine, waits
+// for the beat: most messages are settled before their first.
 func (r *Runner) heartbeat(m *Msg) (stop func()) {
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(r.cfg.Timings.Heartbeat)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				_ = m.InProgress()
-			}
+	var mu sync.Mutex
+	stopped := false
+	every := r.cfg.Timings.Heartbeat
+	var t *time.Timer
+	// The beat takes mu first, so it finds t set.
+	mu.Lock()
+	t = time.AfterFunc(every, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
 		}
-	}()
-	return func() { close(done) }
+		_ = m.InProgress()
+		t.Reset(every)
+	})
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		t.Stop()
+	}
 }
 
 // settle carries out d and returns what was done. A dead letter whose copy
