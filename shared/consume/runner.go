@@ -163,9 +163,10 @@ func (r *Runner) Run(ctx context.Context) error {
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
 
-	// One goroutine per slot handles message after message: a goroutine
-	// per message would grow a fresh stack for each, a few percent of
-	// the process's CPU. A slot is free while its worker waits on jobs.
+	// Concurrency workers handle message after message: a goroutine per
+	// message grew a fresh stack for each, a few percent of the
+	// process's CPU. slots counts the workers free for a message; pull
+	// fetches no more than that.
 	slots := make(chan struct{}, r.cfg.Concurrency)
 	jobs := make(chan jetstream.Msg)
 	defer close(jobs)

@@ -122,8 +122,9 @@ func (e *ValidationError) Error() string {
 // string), the encoding, the syntax, a timestamp that is not RFC 3339 (it
 // wins over the other fields' type errors, as when decoding into a
 // time.Time, which stops there), the types, trailing data, duplicate keys,
-// and last the contract. A body written as Marshal writes one takes a
-// fast path to the same event (decodePlain).
+// and last the contract. A body written as Marshal writes one, with no
+// escape in its strings, takes a fast path to the same event
+// (decodePlain).
 func Decode(body []byte) (OrderPaid, error) {
 	if e, ok := decodePlain(body); ok {
 		return e, nil

@@ -6,8 +6,10 @@ import (
 )
 
 // decodePlain is Decode's fast path: it decodes an event written the way
-// Marshal writes one, and reports false for any other body, which the full
-// decoder then reads. Plain means: one object of the four members, data
+// Marshal writes one (unless a string of it needed an escape: a quote, a
+// backslash, a control character, & < > or U+2028 and U+2029), and
+// reports false for any other body, which the full decoder then reads.
+// Plain means: one object of the four members, data
 // one object of its six, each member once and in any order, strings
 // without escapes, integers without fraction or exponent, JSON white space
 // anywhere between. It never makes an error of its own, and it accepts

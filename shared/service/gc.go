@@ -11,9 +11,11 @@ import (
 // A service's live heap is a few MiB, so Go's default (GOGC=100: collect
 // when the heap has doubled) runs the collector every few MiB of
 // requests, and on two cores that is about a tenth of the pipeline's
-// throughput. Allowing the heap to grow by gcHeadroom instead, up to
-// gcPercentMax, costs that much memory at most, whatever the live heap:
-// once it passes gcHeadroom the percentage is Go's default again.
+// throughput. Allowing the heap to grow by about gcHeadroom instead (Go
+// adds the stacks and globals to the live heap, a few hundred KiB), up to
+// gcPercentMax, costs about that much memory more than the default at
+// most: once the live heap passes gcHeadroom the percentage is Go's
+// default again.
 const (
 	gcHeadroom   = 24 << 20
 	gcPercentMin = 100
@@ -33,25 +35,30 @@ func gcPercent(live uint64) int {
 }
 
 // TuneGC returns background work for Run that keeps the collector's
-// percentage at gcPercent of the live heap until ctx ends. When the
-// operator set GOGC (operatorSet), the runtime's own setting stands and
-// the work returns at once. GOMEMLIMIT, when set, bounds the heap on top
-// of either.
+// percentage at gcPercent of the live heap until ctx ends, and then puts
+// back the percentage it found. When the operator set GOGC (operatorSet),
+// the runtime's own setting stands and the work returns at once.
+// GOMEMLIMIT, when set, bounds the heap on top of either.
 func TuneGC(operatorSet bool) func(context.Context) error {
 	return func(ctx context.Context) error {
 		if operatorSet {
 			return nil
 		}
 		live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-		current := -1
+		current, found := -1, 0
+		defer func() {
+			if current >= 0 {
+				debug.SetGCPercent(found)
+			}
+		}()
 		t := time.NewTicker(gcTuneEvery)
 		defer t.Stop()
 		for {
 			metrics.Read(live)
-			// A change under a tenth is not worth the collector's pacing
-			// being redone.
-			if p := gcPercent(live[0].Value.Uint64()); current < 0 || p*10 < current*9 || p*10 > current*11 {
-				debug.SetGCPercent(p)
+			if p := gcPercent(live[0].Value.Uint64()); worthSetting(p, current) {
+				if prev := debug.SetGCPercent(p); current < 0 {
+					found = prev
+				}
 				current = p
 			}
 			select {
@@ -61,4 +68,18 @@ func TuneGC(operatorSet bool) func(context.Context) error {
 			}
 		}
 	}
+}
+
+// worthSetting reports whether the percentage p should replace current
+// (-1 before the first): a change under a tenth is not worth the
+// collector's pacing being redone, but either bound is always reached, so
+// that a large heap gets Go's default exactly.
+func worthSetting(p, current int) bool {
+	switch {
+	case p == current:
+		return false
+	case current < 0, p == gcPercentMin, p == gcPercentMax:
+		return true
+	}
+	return p*10 < current*9 || p*10 > current*11
 }

@@ -39,19 +39,45 @@ func gogc() int {
 	return int(s[0].Value.Uint64())
 }
 
-func TestTuneGC(t *testing.T) {
-	t.Cleanup(func() { debug.SetGCPercent(gcPercentMin) })
+func TestWorthSetting(t *testing.T) {
+	tests := []struct {
+		name       string
+		p, current int
+		want       bool
+	}{
+		{"the first setting", 400, -1, true},
+		{"no change", 200, 200, false},
+		{"a change under a tenth waits", 190, 200, false},
+		{"a change of more than a tenth", 170, 200, true},
+		{"Go's default is reached from just above it", 100, 104, true},
+		{"the most is reached from just below it", 400, 390, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := worthSetting(tt.p, tt.current); got != tt.want {
+				t.Errorf("worthSetting(%d, %d) = %v, want %v", tt.p, tt.current, got, tt.want)
+			}
+		})
+	}
+}
 
-	t.Run("raises the percentage of a small heap", func(t *testing.T) {
+func TestTuneGC(t *testing.T) {
+	before := gogc()
+	t.Cleanup(func() { debug.SetGCPercent(before) })
+
+	t.Run("raises the percentage of a small heap, and puts it back", func(t *testing.T) {
 		debug.SetGCPercent(gcPercentMin)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- TuneGC(false)(ctx) }()
 		// A test binary's live heap is far below the headroom.
-		testkit.Eventually(t, 5*gcTuneEvery, "GOGC to be raised", func() bool { return gogc() == gcPercentMax })
+		testkit.Eventually(t, 5*gcTuneEvery, "GOGC to be raised", func() bool { return gogc() > gcPercentMin })
 		cancel()
 		if err := <-done; err != nil {
 			t.Fatal(err)
+		}
+		if got := gogc(); got != gcPercentMin {
+			t.Fatalf("GOGC = %d once the tuning stopped, want the %d it found", got, gcPercentMin)
 		}
 	})
 
