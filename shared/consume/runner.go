@@ -372,7 +372,7 @@ func (r *Runner) handle(work context.Context, raw jetstream.Msg) {
 	took := time.Since(start)
 	cancel()
 
-	verdict, err := r.settle(m, &d)
+	verdict, err := r.settle(m, &d, stop)
 	endSpan(span, d, verdict, err)
 	r.settled.Add(1)
 	r.report(Settled{Msg: m, Decision: d, Verdict: verdict, Took: took, Err: err})
@@ -420,12 +420,17 @@ func (r *Runner) heartbeat(m *Msg) (stop func()) {
 
 // settle carries out d and returns what was done. A dead letter whose copy
 // failed is never terminated: it is retried instead, and its next delivery
-// decides again.
-func (r *Runner) settle(m *Msg, d *Decision) (Verdict, error) {
+// decides again. The heartbeat is stopped (stopBeats) before the message is
+// settled and not before: a mark in progress that reached the server after
+// a NakWithDelay would restart the message's AckWait and bring the retry
+// back sooner than its delay, while a slow dead-letter copy still needs
+// the beats.
+func (r *Runner) settle(m *Msg, d *Decision, stopBeats func()) (Verdict, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.Timings.SettleTimeout)
 	defer cancel()
 	switch d.Verdict {
 	case VerdictAck:
+		stopBeats()
 		if d.Confirm {
 			return VerdictAck, m.DoubleAck(ctx)
 		}
@@ -434,9 +439,12 @@ func (r *Runner) settle(m *Msg, d *Decision) (Verdict, error) {
 		if d.Delay <= 0 {
 			d.Delay = defaultRetryDelay
 		}
+		stopBeats()
 		return VerdictRetry, m.NakWithDelay(d.Delay)
 	default:
-		if err := r.deadLetter(ctx, m, *d); err != nil {
+		err := r.deadLetter(ctx, m, *d)
+		stopBeats()
+		if err != nil {
 			if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, jetstream.ErrStreamNotFound) {
 				r.reprovision.Store(true)
 				if stop := r.stopFetch.Load(); stop != nil {

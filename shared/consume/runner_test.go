@@ -306,6 +306,47 @@ func TestHeartbeatKeepsSlowWork(t *testing.T) {
 	}
 }
 
+// TestNoHeartbeatAfterTheRetry: a retry's delay is kept, however close a
+// heartbeat came to the settling. A mark in progress that reached the
+// server after the NakWithDelay would reset the message's clock to
+// AckWait, and the retry would come sooner than the receiver asked
+// (Retry-After is a floor). Heartbeats every 100 µs make that race likely
+// in a few hundred messages if nothing prevents it.
+func TestNoHeartbeatAfterTheRetry(t *testing.T) {
+	const jobs, delay = 300, 3 * time.Second
+	var mu sync.Mutex
+	retried := map[string]time.Time{}
+	early := map[string]time.Duration{}
+	var again atomic.Int32
+	f := newFixture(t, 16, func(_ context.Context, m *consume.Msg) consume.Decision {
+		mu.Lock()
+		defer mu.Unlock()
+		body := string(m.Data())
+		if at, ok := retried[body]; ok {
+			if waited := time.Since(at); waited < delay-100*time.Millisecond {
+				early[body] = waited
+			}
+			again.Add(1)
+			return consume.Ack("done")
+		}
+		mu.Unlock()
+		// Work long enough for heartbeats to run beside it.
+		time.Sleep(2 * time.Millisecond)
+		mu.Lock()
+		retried[body] = time.Now()
+		return consume.Retry("later", delay, errors.New("try again later"))
+	})
+	f.cfg.Timings.AckWait, f.cfg.Timings.Heartbeat = time.Second, 100*time.Microsecond
+	f.publish(jobs)
+	f.start()
+	testkit.Eventually(t, 20*time.Second, "every job retried once", func() bool { return again.Load() == jobs })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(early) > 0 {
+		t.Fatalf("%d of %d retries came sooner than their %s delay, e.g. %v", len(early), jobs, delay, early)
+	}
+}
+
 func TestMessageTimeoutEndsTheHandler(t *testing.T) {
 	var took atomic.Int64
 	f := newFixture(t, 1, func(ctx context.Context, _ *consume.Msg) consume.Decision {
