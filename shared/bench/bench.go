@@ -69,6 +69,10 @@ type Config struct {
 	DrainTimeout time.Duration
 	// NoIdempotencyKey sends orders without an Idempotency-Key.
 	NoIdempotencyKey bool
+	// DownSubscription makes the drain run beside a second subscription to
+	// the same events whose endpoint refuses every connection, created
+	// through the admin API before the backlog is queued.
+	DownSubscription bool
 	// Phases to run; nil means AllPhases.
 	Phases []string
 	// Env adds KEY=VALUE settings to a service's environment, by service
@@ -146,6 +150,7 @@ type harness struct {
 
 	nats, orders, dispatcher, notifier, fiber *proc
 	ordersAddr, notifierAddr, fiberAddr       string
+	dispatcherAddr, adminToken                string
 	secrets                                   []webhook.Secret
 
 	// emailed counts the orders answered 201 so far, each of which the
@@ -260,7 +265,8 @@ func (h *harness) setup(ctx context.Context) error {
 	}
 	natsURL := "nats://127.0.0.1:" + ports[0]
 	h.ordersAddr, h.notifierAddr, h.fiberAddr = "127.0.0.1:"+ports[1], "127.0.0.1:"+ports[2], "127.0.0.1:"+ports[4]
-	dispatcherAddr := "127.0.0.1:" + ports[3]
+	h.dispatcherAddr = "127.0.0.1:" + ports[3]
+	dispatcherAddr := h.dispatcherAddr
 	conf := filepath.Join(h.dir, "nats-server.conf")
 	if err := writeNATSConfig(conf, ports[0], filepath.Join(h.dir, "jetstream")); err != nil {
 		return err
@@ -289,6 +295,7 @@ func (h *harness) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	h.adminToken = adminToken
 	if h.dispatcher, err = newP("dispatcher", env("dispatcher", "DISPATCHER_ADDR="+dispatcherAddr,
 		"NOTIFICATION_WEBHOOK_URL=http://"+h.notifierAddr+"/webhook/order-paid",
 		"ADMIN_TOKEN="+adminToken, "SECRETS_KEY="+secretsKey, "ALLOWED_NETWORKS=127.0.0.0/8")); err != nil {

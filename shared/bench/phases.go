@@ -1,8 +1,11 @@
 package bench
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -238,6 +241,13 @@ func (h *harness) endToEnd(ctx context.Context) error {
 }
 
 func (h *harness) drain(ctx context.Context) error {
+	if h.cfg.DownSubscription {
+		url, err := h.addDownSubscription(ctx)
+		if err != nil {
+			return err
+		}
+		h.printf("drain: beside a subscription to %s, which refuses every connection", url)
+	}
 	h.printf("drain: dispatcher stopped; %d orders at c=%d", h.cfg.Backlog, h.cfg.Concurrency)
 	if err := h.dispatcher.stop(); err != nil {
 		return err
@@ -249,7 +259,7 @@ func (h *harness) drain(ctx context.Context) error {
 	res, ok, cpu := h.post("drain", func(req request) *loadResult {
 		return closedLoop(ctx, h.ordersAddr, h.cfg.Concurrency, h.cfg.Backlog, h.cfg.DrainTimeout, req)
 	})
-	d := &drainFigures{api: res.stats(http.StatusCreated), cpu: cpu, backlog: len(ok)}
+	d := &drainFigures{api: res.stats(http.StatusCreated), cpu: cpu, backlog: len(ok), besideDown: h.cfg.DownSubscription}
 	h.rep.drain = d
 	h.printf("drain: %d orders queued; starting the dispatcher", len(ok))
 	start := time.Now()
@@ -287,6 +297,40 @@ func (h *harness) drain(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// addDownSubscription creates, through the dispatcher's admin API, a
+// subscription to order.paid at a 127.0.0.1 port where nothing listens,
+// and returns its URL. Its consumer starts at its creation, so the drain's
+// backlog goes to it too.
+func (h *harness) addDownSubscription(ctx context.Context) (string, error) {
+	ports, err := freePorts(1)
+	if err != nil {
+		return "", err
+	}
+	url := "http://127.0.0.1:" + ports[0] + "/down"
+	body, err := json.Marshal(map[string]any{"url": url, "event_types": []string{event.TypeOrderPaid}, "description": "jethook-bench: an endpoint that is down"})
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+h.dispatcherAddr+"/v1/subscriptions", bytes.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+h.adminToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("create the down subscription: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		answer, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return "", fmt.Errorf("create the down subscription: %s: %s", resp.Status, answer)
+	}
+	return url, nil
 }
 
 func (h *harness) notifierCeiling(ctx context.Context) error {

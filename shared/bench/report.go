@@ -37,11 +37,20 @@ type drainFigures struct {
 	api          stats
 	cpu          *cpuUse
 	backlog      int
+	besideDown   bool          // a second subscription's endpoint refused every connection
 	webhooksTook time.Duration // 0 when the webhooks did not all arrive
 	webhooksDone int           // webhooks accepted by the deadline, when incomplete
 	emails       emailOutcome
 	emailsTook   time.Duration
 	incomplete   bool
+}
+
+// beside names the down subscription in the drain's rows, when there was one.
+func (d *drainFigures) beside() string {
+	if d.besideDown {
+		return ", beside a subscription that is down"
+	}
+	return ""
 }
 
 // Report is what a run measured, and the conditions it ran in.
@@ -176,10 +185,10 @@ func (r *Report) Markdown() string {
 		if d.webhooksTook > 0 {
 			v := float64(d.backlog) / d.webhooksTook.Seconds()
 			ceil, ratio := notifierCeiling(v)
-			row(fmt.Sprintf("drain of %s: webhooks accepted by the notifier", count(d.backlog)), rate(v), "", "", ceil, ratio,
+			row(fmt.Sprintf("drain of %s%s: webhooks accepted by the notifier", count(d.backlog), d.beside()), rate(v), "", "", ceil, ratio,
 				fmt.Sprintf("%s in %s (polled every %s)", count(d.backlog), d.webhooksTook.Round(10*time.Millisecond), pollEvery))
 		} else {
-			row(fmt.Sprintf("drain of %s: webhooks accepted by the notifier", count(d.backlog)), "incomplete", "", "", "", "",
+			row(fmt.Sprintf("drain of %s%s: webhooks accepted by the notifier", count(d.backlog), d.beside()), "incomplete", "", "", "", "",
 				fmt.Sprintf("%s within %s", count(d.webhooksDone), d.emailsTook.Round(time.Second)))
 		}
 		v := float64(d.emails.emailed) / d.emailsTook.Seconds()
@@ -188,7 +197,7 @@ func (r *Report) Markdown() string {
 		if d.incomplete {
 			note = "incomplete: " + note
 		}
-		row(fmt.Sprintf("drain of %s: emails accepted by the relay", count(d.backlog)), rate(v)+" emails", "", "", ceil, ratio, note)
+		row(fmt.Sprintf("drain of %s%s: emails accepted by the relay", count(d.backlog), d.beside()), rate(v)+" emails", "", "", ceil, ratio, note)
 	}
 	for _, name := range []string{"nats-server", "orders", "dispatcher", "notifier", "fiber-ceiling", selfName} {
 		rss, ok := r.rss[name]

@@ -73,6 +73,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&cfg.WaitTimeout, "wait-timeout", bench.DefaultWaitTimeout, "bound of the wait for a phase's emails")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", bench.DefaultDrainTimeout, "bound of the drain, and of queueing its backlog")
 	fs.BoolVar(&cfg.NoIdempotencyKey, "no-idempotency-key", false, "send orders without an Idempotency-Key")
+	fs.BoolVar(&cfg.DownSubscription, "down-subscription", false, "drain: beside a second subscription to the same events whose endpoint refuses every connection")
 	phases := fs.String("phases", strings.Join(bench.AllPhases, ","), "phases to run, comma-separated")
 	fs.StringVar(&cfg.BinDir, "bin", "", "directory of prebuilt orders, dispatcher, notifier and nats-server binaries (default: build them)")
 	fs.BoolVar(&cfg.KeepDir, "keep", false, "keep the work directory: every process's log and the JetStream store")
