@@ -25,8 +25,9 @@ import (
 // outgoing connections and the ports of ":0" listeners come: a port from
 // that range, free when asked, is often taken by some connection before
 // the server binds it, on a machine running many tests at once. Below the
-// range, only another FreeAddr can take it, and the bind check and the
-// random start make that unlikely.
+// range, only another FreeAddr can take it: in this process it never
+// hands a port out twice, and another process of ours cannot have it
+// either, since each holds a lock on the ports it handed out (claimPort).
 func FreeAddr(tb testing.TB) string {
 	tb.Helper()
 	port, err := FreePort()
@@ -45,6 +46,11 @@ func FreePort() (int, error) {
 	for i := range hi - lo {
 		port := lo + (start-lo+i)%(hi-lo)
 		if _, taken := handedOut.LoadOrStore(port, true); taken {
+			continue
+		}
+		if !claimPort(port) {
+			// Another test process handed it out: it may bind it any
+			// moment.
 			continue
 		}
 		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
