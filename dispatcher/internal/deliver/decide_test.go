@@ -144,3 +144,36 @@ func TestEventID(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkDecide is the decision for one answered webhook: a 2xx, and a
+// 503 with Retry-After, which every delivery of an event goes through.
+func BenchmarkDecide(b *testing.B) {
+	p := policy{retryBase: time.Second, retryMax: time.Hour, maxDeliver: 15}
+	for _, tc := range []struct {
+		name string
+		r    result
+	}{
+		{"2xx", result{eventID: "evt_1", orderID: "o", attempts: 1, status: 200, attempted: true}},
+		{"503 with Retry-After", result{eventID: "evt_1", orderID: "o", attempts: 3, status: 503, attempted: true,
+			err: &StatusError{Status: 503, RetryAfter: 5 * time.Second, HasRetryAfter: true}}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = decide(p, tc.r)
+			}
+		})
+	}
+}
+
+// BenchmarkEventID reads the id of an order.paid body, the one field the
+// dispatcher parses.
+func BenchmarkEventID(b *testing.B) {
+	body := []byte(`{"id":"evt_0193a5b2-7c1e-7d3a-9f00-1b2c3d4e5f60","type":"order.paid","timestamp":"2026-11-28T10:00:00Z","data":{"order_id":"0193a5b2-7c1d-7aaa-8bbb-0123456789ab","customer_email":"ada@example.com","product_name":"Book","quantity":2,"amount_minor":2100,"currency":"USD"}}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := eventID(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
