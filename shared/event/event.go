@@ -170,7 +170,11 @@ func decodeFull(body []byte) (OrderPaid, error) {
 	}
 	e := OrderPaid{ID: w.ID, Type: w.Type, Data: w.Data}
 	if len(ts) > 0 {
-		if err := e.Timestamp.UnmarshalJSON(ts); err != nil {
+		err := firstTimestampError(body)
+		if err == nil {
+			err = e.Timestamp.UnmarshalJSON(ts)
+		}
+		if err != nil {
 			var pe *time.ParseError
 			if errors.As(err, &pe) {
 				return OrderPaid{}, &ValidationError{Fields: map[string]string{"timestamp": "must be an RFC 3339 time"}}
@@ -191,6 +195,21 @@ func decodeFull(body []byte) (OrderPaid, error) {
 		return OrderPaid{}, &ValidationError{Fields: fields}
 	}
 	return e, nil
+}
+
+// firstTimestampError is the error of the first timestamp member of body
+// that is no time, or nil. Of members whose keys match a field but for
+// case ("timestamp", "timeStamp"), encoding/json keeps the last, which is
+// what the raw timestamp holds; decoding into a time.Time stops at the
+// first that fails, and that one decides, as the order of checks above
+// says. Only bodies off the fast path pay for this second pass.
+func firstTimestampError(body []byte) error {
+	var probe struct {
+		Timestamp time.Time `json:"timestamp"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	return dec.Decode(&probe)
 }
 
 // firstByte is the first byte of body that is not JSON white space, or 0.

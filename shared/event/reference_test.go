@@ -176,6 +176,11 @@ func seeds(tb testing.TB) [][]byte {
 		strings.Replace(valid, `"quantity":2`, `"quantity":2.5`, 1),
 		strings.Replace(valid, `2026-11-28T10:00:00Z`, `2026-11-28T10:00:00+01:00`, 1),
 		strings.Replace(valid, `2026-11-28T10:00:00Z`, `2026-11-28T10:00:00+05:30`, 1),
+		// Timestamps under keys equal but for case: the first that is no
+		// time decides.
+		`{"timestAmp":"","timestAmp":0}0`,
+		strings.Replace(valid, `"timestamp":`, `"timeStamp":"","timestamp":`, 1),
+		strings.Replace(valid, `"data":`, `"TimeStamp":"yesterday","data":`, 1),
 		strings.Replace(valid, `"currency":"USD"`, `"currency":"USD","coupon":{"k":[1,{"k":2}]}`, 1),
 		`{"a":` + strings.Repeat(`[`, 10001) + strings.Repeat(`]`, 10001) + `}`,
 		// Near the plain shape that decodePlain takes.
