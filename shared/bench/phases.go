@@ -242,11 +242,14 @@ func (h *harness) endToEnd(ctx context.Context) error {
 
 func (h *harness) drain(ctx context.Context) error {
 	if h.cfg.DownSubscription {
-		url, err := h.addDownSubscription(ctx)
+		id, url, err := h.addDownSubscription(ctx)
 		if err != nil {
 			return err
 		}
 		h.printf("drain: beside a subscription to %s, which refuses every connection", url)
+		// Deleted once the drain is over, so that the phases after it do
+		// not share the machine with its retries.
+		defer h.deleteSubscription(ctx, id)
 	}
 	h.printf("drain: dispatcher stopped; %d orders at c=%d", h.cfg.Backlog, h.cfg.Concurrency)
 	if err := h.dispatcher.stop(); err != nil {
@@ -301,36 +304,60 @@ func (h *harness) drain(ctx context.Context) error {
 
 // addDownSubscription creates, through the dispatcher's admin API, a
 // subscription to order.paid at a 127.0.0.1 port where nothing listens,
-// and returns its URL. Its consumer starts at its creation, so the drain's
-// backlog goes to it too.
-func (h *harness) addDownSubscription(ctx context.Context) (string, error) {
+// and returns its id and URL. Its consumer starts at its creation, so the
+// drain's backlog goes to it too.
+func (h *harness) addDownSubscription(ctx context.Context) (id, url string, err error) {
 	ports, err := freePorts(1)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	url := "http://127.0.0.1:" + ports[0] + "/down"
+	url = "http://127.0.0.1:" + ports[0] + "/down"
 	body, err := json.Marshal(map[string]any{"url": url, "event_types": []string{event.TypeOrderPaid}, "description": "jethook-bench: an endpoint that is down"})
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
+	answer, err := h.admin(ctx, http.MethodPost, "/v1/subscriptions", body, http.StatusCreated)
+	if err != nil {
+		return "", "", fmt.Errorf("create the down subscription: %w", err)
+	}
+	var created struct{ ID string }
+	if err := json.Unmarshal(answer, &created); err != nil || created.ID == "" {
+		return "", "", fmt.Errorf("create the down subscription: no id in %s (%v)", answer, err)
+	}
+	return created.ID, url, nil
+}
+
+// deleteSubscription deletes subscription id, reporting a failure in the
+// progress only: the drain was measured.
+func (h *harness) deleteSubscription(ctx context.Context, id string) {
+	if _, err := h.admin(ctx, http.MethodDelete, "/v1/subscriptions/"+id, nil, http.StatusNoContent); err != nil {
+		h.printf("drain: the down subscription %s was not deleted: %v", id, err)
+	}
+}
+
+// admin makes one request of the dispatcher's admin API and returns the
+// answer's body, or an error unless it has status want.
+func (h *harness) admin(ctx context.Context, method, path string, body []byte, want int) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+h.dispatcherAddr+"/v1/subscriptions", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+h.dispatcherAddr+path, bytes.NewReader(body))
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+h.adminToken)
-	req.Header.Set("Content-Type", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("create the down subscription: %w", err)
+		return nil, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		answer, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		return "", fmt.Errorf("create the down subscription: %s: %s", resp.Status, answer)
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != want {
+		return nil, fmt.Errorf("%s %s: %s: %.1024s", method, path, resp.Status, answer)
 	}
-	return url, nil
+	return answer, nil
 }
 
 func (h *harness) notifierCeiling(ctx context.Context) error {

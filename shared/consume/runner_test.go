@@ -339,7 +339,7 @@ func TestNoHeartbeatAfterTheRetry(t *testing.T) {
 	f.cfg.Timings.AckWait, f.cfg.Timings.Heartbeat = time.Second, 100*time.Microsecond
 	f.publish(jobs)
 	f.start()
-	testkit.Eventually(t, 20*time.Second, "every job retried once", func() bool { return again.Load() == jobs })
+	testkit.Eventually(t, 20*time.Second, "every job retried once", func() bool { return again.Load() >= jobs })
 	mu.Lock()
 	defer mu.Unlock()
 	if len(early) > 0 {

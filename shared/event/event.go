@@ -170,11 +170,8 @@ func decodeFull(body []byte) (OrderPaid, error) {
 	}
 	e := OrderPaid{ID: w.ID, Type: w.Type, Data: w.Data}
 	if len(ts) > 0 {
-		err := firstTimestampError(body)
-		if err == nil {
-			err = e.Timestamp.UnmarshalJSON(ts)
-		}
-		if err != nil {
+		var err error
+		if e.Timestamp, err = decodeTimestamp(body); err != nil {
 			var pe *time.ParseError
 			if errors.As(err, &pe) {
 				return OrderPaid{}, &ValidationError{Fields: map[string]string{"timestamp": "must be an RFC 3339 time"}}
@@ -197,19 +194,20 @@ func decodeFull(body []byte) (OrderPaid, error) {
 	return e, nil
 }
 
-// firstTimestampError is the error of the first timestamp member of body
-// that is no time, or nil. Of members whose keys match a field but for
-// case ("timestamp", "timeStamp"), encoding/json keeps the last, which is
-// what the raw timestamp holds; decoding into a time.Time stops at the
-// first that fails, and that one decides, as the order of checks above
-// says. Only bodies off the fast path pay for this second pass.
-func firstTimestampError(body []byte) error {
+// decodeTimestamp decodes the timestamp of body as decoding into a
+// time.Time does. Of members whose keys match a field but for case
+// ("timestamp", "timeStamp"), the raw timestamp holds only the last; a
+// time.Time takes them in turn, stops at the first that fails, which
+// decides, as the order of checks above says, and is left as it was by a
+// null. Only bodies off the fast path pay for this second pass.
+func decodeTimestamp(body []byte) (time.Time, error) {
 	var probe struct {
 		Timestamp time.Time `json:"timestamp"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
-	return dec.Decode(&probe)
+	err := dec.Decode(&probe)
+	return probe.Timestamp, err
 }
 
 // firstByte is the first byte of body that is not JSON white space, or 0.

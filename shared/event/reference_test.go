@@ -181,6 +181,7 @@ func seeds(tb testing.TB) [][]byte {
 		`{"timestAmp":"","timestAmp":0}0`,
 		strings.Replace(valid, `"timestamp":`, `"timeStamp":"","timestamp":`, 1),
 		strings.Replace(valid, `"data":`, `"TimeStamp":"yesterday","data":`, 1),
+		strings.Replace(valid, `"data":`, `"TimeStamp":null,"data":`, 1),
 		strings.Replace(valid, `"currency":"USD"`, `"currency":"USD","coupon":{"k":[1,{"k":2}]}`, 1),
 		`{"a":` + strings.Repeat(`[`, 10001) + strings.Repeat(`]`, 10001) + `}`,
 		// Near the plain shape that decodePlain takes.

@@ -3,6 +3,7 @@
 package testkit
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"sync"
@@ -34,5 +35,8 @@ func claimPort(port int) bool {
 		return true
 	}
 	lock := syscall.Flock_t{Type: syscall.F_WRLCK, Whence: 0, Start: int64(port), Len: 1}
-	return syscall.FcntlFlock(portLocks.f.Fd(), syscall.F_SETLK, &lock) == nil
+	err := syscall.FcntlFlock(portLocks.f.Fd(), syscall.F_SETLK, &lock)
+	// Only these say another process holds it; a file system without
+	// record locks says something else, and the bind check decides.
+	return !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.EACCES)
 }
