@@ -87,7 +87,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		Stream:      natsx.StreamNotifications,
 		Name:        natsx.ConsumerEmail,
 		Noun:        "email",
-		Concurrency: cfg.EmailConcurrency,
+		Concurrency: cfg.EmailWorkers(),
 		Timings:     cfg.Timings(),
 		Handle:      worker.Handle,
 		// NOTIFICATIONS is a work queue: it holds only what is still to
@@ -118,7 +118,7 @@ func run(ctx context.Context, _ []string, getenv func(string) string, stdout, _ 
 		return natsx.Check(ctx, nc, js, requirement)
 	})
 	logger.Info("email delivery", "smtp_addr", cfg.SMTPAddr, "smtp_tls", cfg.SMTPTLS,
-		"smtp_auth", cfg.SMTPUsername != "", "concurrency", cfg.EmailConcurrency)
+		"smtp_auth", cfg.SMTPUsername != "", "concurrency", cfg.EmailConcurrency, "workers", cfg.EmailWorkers())
 	return service.Run(ctx, logger, conn, app, service.TuneGC(cfg.GOGCSet), runner.Run)
 }
 

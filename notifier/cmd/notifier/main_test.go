@@ -309,3 +309,82 @@ func TestRunProvisionsAgain(t *testing.T) {
 		t.Errorf("the worker provisioned %d times, want at least 3 (at start and after each deletion)", n)
 	}
 }
+
+// TestEmailsAreReadyBeforeTheRelayIsFree: while EMAIL_CONCURRENCY emails
+// wait for the relay, the worker has already taken and claimed more, so
+// that a connection the relay frees goes to an email at once; the relay
+// still sees no more than EMAIL_CONCURRENCY connections, and every email
+// goes out once.
+func TestEmailsAreReadyBeforeTheRelayIsFree(t *testing.T) {
+	const concurrency, emails = 2, 12
+	srv := natstest.RunServer(t)
+	mail := smtptest.Start(t)
+	mail.Hold(true)
+	s := startNotifier(t, map[string]string{"NATS_URL": srv.URL(), "SMTP_ADDR": mail.Addr, "EMAIL_CONCURRENCY": strconv.Itoa(concurrency)})
+	s.waitReady(t)
+	t.Cleanup(func() {
+		mail.Hold(false)
+		if t.Failed() {
+			t.Log(s.stdout.String())
+		}
+	})
+	_, js := natstest.Connect(t, srv.URL())
+	ctx := context.Background()
+	kv, err := js.KeyValue(ctx, natsx.BucketProcessed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for range emails {
+		ev, body := newEvent(t)
+		ids[ev.ID] = true
+		if code, status := s.postWebhook(t, ev.ID, body); code != 200 || status != "event_received" {
+			t.Fatalf("post: %d %q", code, status)
+		}
+	}
+	claimed := func() int {
+		n := 0
+		for id := range ids {
+			if e, err := kv.Get(ctx, id); err == nil && strings.HasPrefix(string(e.Value()), "claimed:") {
+				n++
+			}
+		}
+		return n
+	}
+	const ready = 4 * concurrency
+	eventually(t, 10*time.Second, "the relay to hold 2 emails while 8 are claimed", func() bool {
+		return mail.Held() == concurrency && claimed() == ready
+	})
+	cons, err := js.Consumer(ctx, natsx.StreamNotifications, natsx.ConsumerEmail)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending != ready {
+		t.Errorf("%d emails taken from NOTIFICATIONS, want %d", info.NumAckPending, ready)
+	}
+	if n := mail.Sessions(); n > concurrency {
+		t.Errorf("%d connections to the relay, want at most %d", n, concurrency)
+	}
+
+	mail.Hold(false)
+	eventually(t, 15*time.Second, "every email", func() bool { return len(mail.Messages()) >= emails })
+	sent := map[string]int{}
+	for _, m := range mail.Messages() {
+		sent[m.Header.Get("Message-Id")]++
+	}
+	if len(sent) != emails {
+		t.Errorf("%d distinct emails, want %d", len(sent), emails)
+	}
+	for id, n := range sent {
+		if n != 1 {
+			t.Errorf("email %s sent %d times", id, n)
+		}
+	}
+	if n := mail.Sessions(); n > concurrency {
+		t.Errorf("%d connections to the relay, want at most %d", n, concurrency)
+	}
+}

@@ -36,10 +36,11 @@ func TestLoadDefaults(t *testing.T) {
 		{"EmailRetryMax", c.EmailRetryMax, 5 * time.Minute},
 		{"SMTPDataTimeout", c.SMTPDataTimeout, 10 * time.Minute},
 		{"EmailConcurrency", c.EmailConcurrency, 16},
+		{"EmailWorkers", c.EmailWorkers(), 64},
 		{"EmailMaxAttempts", c.EmailMaxAttempts, 30},
 		{"AckWait", c.Timings().AckWait, 30 * time.Second},
 		{"Heartbeat", c.Timings().Heartbeat, 7500 * time.Millisecond},
-		{"MessageTimeout", c.Timings().MessageTimeout, 10*time.Minute + 90*time.Second},
+		{"MessageTimeout", c.Timings().MessageTimeout, 4*(10*time.Minute+80*time.Second) + 10*time.Second},
 		{"ClaimLease", c.ClaimLease(), 30 * time.Second},
 		{"CommitLease", c.CommitLease(), 11 * time.Minute},
 	}
