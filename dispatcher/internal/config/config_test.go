@@ -54,7 +54,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"RetryMax", cfg.RetryMax, time.Hour},
 		{"MaxDeliver", cfg.MaxDeliver, 15},
 		{"HTTPTimeout", cfg.HTTPTimeout, 5 * time.Second},
-		{"Concurrency", cfg.Concurrency, 32},
+		{"Concurrency", cfg.Concurrency, 64},
 		{"BreakerFailures", cfg.BreakerFailures, 10},
 		{"DisableAfter", cfg.DisableAfter, 120 * time.Hour},
 		{"AdminToken", string(cfg.AdminToken), adminToken},
