@@ -92,7 +92,12 @@ func (l *Log) Add(r Record) {
 	}
 	msg := nats.NewMsg(natsx.AttemptSubject(r.SubscriptionID, r.EventID))
 	msg.Data = b
-	if _, err := l.js.PublishMsgAsync(msg, jetstream.WithExpectStream(natsx.StreamAttempts)); err != nil {
+	msg.Header.Set(jetstream.ExpectedStreamHeader, natsx.StreamAttempts)
+	// A plain publish, without a reply subject: the stream stores it all
+	// the same, and the server sends no PubAck that nobody would read. An
+	// asynchronous publish would also wait, once 4,000 acks are
+	// outstanding, before it lets the delivery go on.
+	if err := l.js.Conn().PublishMsg(msg); err != nil {
 		l.log.Debug("attempt record not published", "subscription_id", r.SubscriptionID, "event_id", r.EventID, "error", err)
 	}
 }
