@@ -162,6 +162,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	// pulling, while in-flight work gets the grace period.
 	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	work = context.WithValue(work, stoppingKey{}, ctx.Done())
 
 	// Concurrency workers handle message after message: a goroutine per
 	// message grew a fresh stack for each, a few percent of the
@@ -217,6 +218,19 @@ func (r *Runner) Run(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+type stoppingKey struct{}
+
+// Stopping returns a channel that is closed once the runner handling the
+// message of ctx has begun to shut down. Work under way gets the shutdown
+// grace; work that has not begun (an email still waiting for a free
+// connection) should give up instead, and be retried, so that it does not
+// start what the end of the grace may cut short. Outside a runner it
+// returns nil, which is never closed.
+func Stopping(ctx context.Context) <-chan struct{} {
+	ch, _ := ctx.Value(stoppingKey{}).(<-chan struct{})
+	return ch
 }
 
 // finish waits for the in-flight handlers, for at most the shutdown grace,

@@ -388,3 +388,49 @@ func TestEmailsAreReadyBeforeTheRelayIsFree(t *testing.T) {
 		t.Errorf("%d connections to the relay, want at most %d", n, concurrency)
 	}
 }
+
+// TestNoEmailStartsAfterStopBegins: an email still waiting for a relay
+// connection when the notifier is told to stop is not sent during the
+// shutdown grace, where its answer could be cut off after the final dot;
+// it stays in NOTIFICATIONS for the next delivery. The one under way
+// finishes.
+func TestNoEmailStartsAfterStopBegins(t *testing.T) {
+	srv := natstest.RunServer(t)
+	mail := smtptest.Start(t)
+	mail.Hold(true)
+	t.Cleanup(func() { mail.Hold(false) })
+	s := startNotifier(t, map[string]string{"NATS_URL": srv.URL(), "SMTP_ADDR": mail.Addr, "EMAIL_CONCURRENCY": "1"})
+	s.waitReady(t)
+	for range 3 {
+		ev, body := newEvent(t)
+		if code, status := s.postWebhook(t, ev.ID, body); code != 200 || status != "event_received" {
+			t.Fatalf("post: %d %q", code, status)
+		}
+	}
+	_, js := natstest.Connect(t, srv.URL())
+	ctx := context.Background()
+	cons, err := js.Consumer(ctx, natsx.StreamNotifications, natsx.ConsumerEmail)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "one email at the relay, three taken", func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && mail.Held() == 1 && info.NumAckPending == 3
+	})
+	s.stop()
+	eventually(t, 5*time.Second, "the stop to begin", func() bool { return strings.Contains(s.stdout.String(), "shutting down") })
+	mail.Hold(false)
+	if err := s.wait(t, 15*time.Second); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if n := len(mail.Messages()); n != 1 {
+		t.Errorf("%d emails sent after the stop began, want only the one under way", n)
+	}
+	stream, err := js.Stream(ctx, natsx.StreamNotifications)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := stream.Info(ctx); err != nil || info.State.Msgs != 2 {
+		t.Errorf("NOTIFICATIONS holds %v messages (%v), want the 2 not sent", info.State.Msgs, err)
+	}
+}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/jethook/jethook/shared/consume"
 )
 
 var _ Sender = (*SMTPSender)(nil)
@@ -55,6 +57,10 @@ const (
 	// TLSNone never encrypts.
 	TLSNone = "none"
 )
+
+// errStopping ends an email that was waiting for a connection when the
+// notifier began to stop; it goes to the next delivery.
+var errStopping = errors.New("the notifier is stopping; the email is left to the next delivery")
 
 // maxIdle is how long an unused connection is kept: relays drop idle
 // clients after a while (RFC 5321 asks them to wait at least 5 minutes,
@@ -142,8 +148,19 @@ func (s *SMTPSender) Close() {
 // Send delivers m over a pooled connection. It waits for a free one while
 // MaxConns emails are in flight.
 func (s *SMTPSender) Send(ctx context.Context, m Message, commit Commit) error {
+	// An email that has no connection yet when the notifier begins to
+	// stop is not started: the end of the shutdown grace could cut it off
+	// after its final dot, and the next delivery would send it again.
+	stopping := consume.Stopping(ctx)
+	select {
+	case <-stopping:
+		return &SendError{Stage: StageConnect, Err: errStopping}
+	default:
+	}
 	select {
 	case s.slots <- struct{}{}:
+	case <-stopping:
+		return &SendError{Stage: StageConnect, Err: errStopping}
 	case <-ctx.Done():
 		return &SendError{Stage: StageConnect, Err: ctx.Err()}
 	}
